@@ -1,0 +1,47 @@
+"""The ``gpupool`` command line.
+
+The root app and the command groups that ``scheduler`` owns live here. Commands that need
+``api``, ``k8s`` or ``metrics`` (which ``scheduler`` must not import) are contributed by those
+packages through the ``gpupool.commands`` entry-point group: each entry point is a function
+``register(cli: Cli) -> None`` that adds its commands to the groups below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+import typer
+
+
+@dataclass(frozen=True)
+class Cli:
+    """The command groups a package may add commands to."""
+
+    root: typer.Typer
+    db: typer.Typer
+    bench: typer.Typer
+
+
+def build() -> typer.Typer:
+    """The full CLI: scheduler's own commands plus every registered contribution."""
+    root = typer.Typer(
+        no_args_is_help=True,
+        add_completion=False,
+        help="gpupool: a GPU allocation scheduler for AI hubs.",
+    )
+    db = typer.Typer(no_args_is_help=True, help="Database schema commands.")
+    bench = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers.")
+    root.add_typer(db, name="db")
+    root.add_typer(bench, name="bench")
+    cli = Cli(root=root, db=db, bench=bench)
+    from scheduler.commands import register_all
+
+    register_all(cli)
+    for ep in sorted(entry_points(group="gpupool.commands"), key=lambda e: e.name):
+        ep.load()(cli)
+    return root
+
+
+def main() -> None:
+    build()()

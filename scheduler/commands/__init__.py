@@ -1,0 +1,12 @@
+"""Commands of the ``gpupool`` CLI that live in ``scheduler`` (one module per group)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.cli import Cli
+
+
+def register_all(cli: Cli) -> None:
+    """Add scheduler's own commands to ``cli``."""
