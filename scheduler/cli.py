@@ -44,4 +44,22 @@ def build() -> typer.Typer:
 
 
 def main() -> None:
-    build()()
+    """Entry point: expected failures end with one line on stderr and a non-zero exit."""
+    import sys
+
+    from sqlalchemy.exc import OperationalError
+
+    from scheduler.errors import GpupoolError
+
+    try:
+        build()()
+    except GpupoolError as exc:
+        print(f"gpupool: error: {exc.code}: {exc.detail}", file=sys.stderr)
+        sys.exit(1)
+    except OperationalError as exc:
+        print(f"gpupool: error: database unreachable: {exc.orig}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

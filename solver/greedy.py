@@ -125,9 +125,7 @@ def plan_greedy(problem: Problem) -> Plan:
             placed = True
             break
         if not placed:
-            if req.deadline is not None and earliest + req.duration_s > req.deadline:
-                reason = Reason.DEADLINE_UNREACHABLE
-            elif req.deadline is not None:
+            if req.deadline is not None:
                 reason = Reason.DEADLINE_UNREACHABLE
             elif blocked_by_limit:
                 reason = Reason.QUOTA_EXHAUSTED

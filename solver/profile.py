@@ -8,7 +8,7 @@ import bisect
 class Profile:
     """GPUs in use over time as a sorted list of breakpoints; intervals are half-open."""
 
-    __slots__ = ("_times", "_deltas")
+    __slots__ = ("_deltas", "_times")
 
     def __init__(self) -> None:
         self._times: list[int] = []

@@ -1,0 +1,88 @@
+"""The FastAPI application: ``create_app`` wires settings, database, clock and cycle runner."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from api import errors
+from api.deps import AppContext
+from api.routers import health, inventory, plan, requests, tenants
+from scheduler import migrate
+from scheduler.clock import Clock, SystemClock
+from scheduler.db import make_engine
+from scheduler.runner import CycleRunner
+from scheduler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+gpupool lends a shared GPU pool to the tenants of an AI hub.
+
+* **Tenants** (API key) submit requests (`POST /v1/requests`), see their planned start and why
+  they wait, cancel them, and report completion.
+* **Operators** (operator token) manage GPU classes, nodes, tenants, API keys, quotas, and
+  read the plan and the audit log.
+
+Authenticate with `Authorization: Bearer <token>`. Errors are RFC 9457 problem+json.
+"""
+
+
+class ConfigError(RuntimeError):
+    """The server refuses to start with this configuration."""
+
+
+def check_settings(settings: Settings) -> None:
+    if not settings.dev_mode and settings.operator_token_is_weak():
+        raise ConfigError(
+            "GPUPOOL_OPERATOR_TOKEN is empty or weak (needs 16+ characters, not a default); "
+            "set a strong token, or run in dev mode (GPUPOOL_DEV_MODE=true, or `gpupool demo`)"
+        )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    clock: Clock | None = None,
+    run_cycles: bool = True,
+    upgrade_db: bool = True,
+) -> FastAPI:
+    """Build the app. ``run_cycles=False`` leaves cycles to the caller (tests, simulator)."""
+    settings = settings or Settings()
+    check_settings(settings)
+    engine = engine or make_engine(settings.database_url)
+    clock = clock or SystemClock()
+    runner = CycleRunner(engine, settings, clock)
+    ctx = AppContext(settings=settings, engine=engine, clock=clock, runner=runner)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if upgrade_db:
+            migrate.upgrade(engine)
+        if run_cycles:
+            runner.start()
+            runner.trigger("startup")
+        try:
+            yield
+        finally:
+            runner.stop()
+
+    app = FastAPI(
+        title="gpupool",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    for module in (health, inventory, tenants, requests, plan):
+        app.include_router(module.router)
+    from metrics.server import mount_metrics
+
+    mount_metrics(app, ctx)
+    return app

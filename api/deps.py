@@ -1,0 +1,106 @@
+"""What routers depend on: the app context, the caller, and transactions."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from scheduler.clock import Clock
+from scheduler.db import session_scope
+from scheduler.domain import OPERATOR, Principal, Role
+from scheduler.errors import Forbidden, Unauthorized
+from scheduler.runner import CycleRunner
+from scheduler.services import api_keys
+from scheduler.settings import Settings
+
+
+@dataclass
+class AppContext:
+    """Everything the API needs, built once in ``create_app``."""
+
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    runner: CycleRunner | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with session_scope(self.engine, write=True) as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with session_scope(self.engine, write=False) as session:
+            yield session
+
+    def replan(self, reason: str) -> None:
+        """Ask for a scheduling cycle (debounced); a no-op when cycles run elsewhere."""
+        if self.runner is not None:
+            self.runner.trigger(reason)
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("missing Authorization: Bearer <token> header")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def authenticate(
+    ctx: Ctx,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    token = _bearer(authorization)
+    operator = ctx.settings.operator_token.get_secret_value()
+    if operator and hmac.compare_digest(token.encode(), operator.encode()):
+        return OPERATOR
+    agent = ctx.settings.agent_token.get_secret_value()
+    if agent and hmac.compare_digest(token.encode(), agent.encode()):
+        return Principal(Role.AGENT)
+    with ctx.read() as session:
+        return api_keys.authenticate(session, token)
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def require_operator(who: Caller) -> Principal:
+    if not who.is_operator:
+        raise Forbidden("this endpoint is for the hub operator")
+    return who
+
+
+def require_user(who: Caller) -> Principal:
+    """Tenants and the operator (not node agents)."""
+    if who.role is Role.AGENT:
+        raise Forbidden("node agent tokens may only push usage samples")
+    return who
+
+
+def require_agent(who: Caller) -> Principal:
+    if who.role not in (Role.AGENT, Role.OPERATOR):
+        raise Forbidden("this endpoint is for node agents")
+    return who
+
+
+Operator = Annotated[Principal, Depends(require_operator)]
+User = Annotated[Principal, Depends(require_user)]
+Agent = Annotated[Principal, Depends(require_agent)]

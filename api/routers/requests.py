@@ -1,0 +1,117 @@
+"""Requests (tenants; the operator sees all)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from api.deps import Ctx, User
+from api.routers.params import Cursor, Limit
+from api.schemas.common import ClassName, Page, TenantName
+from api.schemas.requests import CompleteBody, EventPublic, RequestCreate, RequestPublic
+from scheduler.domain import RequestState
+from scheduler.services import requests
+
+router = APIRouter(prefix="/v1", tags=["requests"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="Retries with the same key return the first request instead of a new one.",
+    ),
+]
+
+
+@router.post(
+    "/requests",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RequestPublic,
+    responses={200: {"description": "A retry of an earlier submit with the same Idempotency-Key"}},
+)
+def submit(
+    body: RequestCreate,
+    ctx: Ctx,
+    who: User,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> RequestPublic:
+    with ctx.write() as s:
+        result = requests.submit(
+            s,
+            who,
+            ctx.clock.now(),
+            ctx.settings,
+            body.to_domain(),
+            tenant=body.tenant,
+            idempotency_key=idempotency_key,
+        )
+        out = RequestPublic.of(result.row, requests.current_reservation(s, result.row.id or 0))
+    response.headers["Location"] = f"/v1/requests/{out.id}"
+    if result.replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        ctx.replan("request submitted")
+    return out
+
+
+@router.get("/requests", response_model=Page[RequestPublic])
+def list_requests(
+    ctx: Ctx,
+    who: User,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    state: RequestState | None = None,
+    gpu_class: ClassName | None = None,
+    tenant: Annotated[TenantName | None, Query(description="Operator only.")] = None,
+) -> Page[RequestPublic]:
+    with ctx.read() as s:
+        page = requests.list_page(
+            s, who, limit=limit, cursor=cursor, state=state, tenant=tenant, gpu_class=gpu_class
+        )
+        views = requests.current_reservations(s, [r.id or 0 for r in page.items])
+        return Page(
+            items=[RequestPublic.of(r, views.get(r.id or 0)) for r in page.items],
+            next_cursor=page.next_cursor,
+        )
+
+
+@router.get("/requests/{request_id}", response_model=RequestPublic)
+def get_request(request_id: int, ctx: Ctx, who: User) -> RequestPublic:
+    with ctx.read() as s:
+        row = requests.get_visible(s, who, request_id)
+        return RequestPublic.of(row, requests.current_reservation(s, request_id))
+
+
+@router.get("/requests/{request_id}/events", response_model=list[EventPublic])
+def request_events(request_id: int, ctx: Ctx, who: User) -> list[EventPublic]:
+    with ctx.read() as s:
+        return [EventPublic.of(e) for e in requests.events(s, who, request_id)]
+
+
+@router.post("/requests/{request_id}/cancel", response_model=RequestPublic)
+def cancel(request_id: int, ctx: Ctx, who: User) -> RequestPublic:
+    with ctx.write() as s:
+        row = requests.cancel(s, who, ctx.clock.now(), request_id)
+        out = RequestPublic.of(row, requests.current_reservation(s, request_id))
+    ctx.replan("request cancelled")
+    return out
+
+
+@router.post(
+    "/requests/{request_id}/complete",
+    response_model=RequestPublic,
+    summary="The work finished: end the reservation now and free its GPUs",
+)
+def complete(
+    request_id: int, ctx: Ctx, who: User, body: CompleteBody | None = None
+) -> RequestPublic:
+    with ctx.write() as s:
+        row = requests.complete(
+            s, who, ctx.clock.now(), request_id, detail=body.detail if body else ""
+        )
+        out = RequestPublic.of(row, requests.current_reservation(s, request_id))
+    ctx.replan("request completed")
+    return out

@@ -1,0 +1,1 @@
+"""API schemas (``XCreate`` / ``XUpdate`` / ``XPublic``) and their converters from rows."""

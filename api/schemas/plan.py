@@ -1,0 +1,57 @@
+"""The plan and the audit log, for operators."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from api.schemas.requests import ReservationPublic
+from scheduler.tables import AuditRow, CycleRunRow
+
+
+class CyclePublic(BaseModel):
+    started_at: datetime
+    planner: str
+    status: str
+    objective: float | None
+    bound: float | None
+    gap: float | None
+    requests: int
+    placed: int
+    activated: int
+    preempted: int
+    stale: int
+    violations: int
+    fallback: str | None
+    error: str | None
+    snapshot_s: float
+    solve_s: float
+    apply_s: float
+
+    @classmethod
+    def of(cls, row: CycleRunRow) -> CyclePublic:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class PlanPublic(BaseModel):
+    start: datetime
+    end: datetime
+    reservations: list[ReservationPublic]
+    last_cycle: CyclePublic | None
+
+
+class AuditPublic(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, row: AuditRow) -> AuditPublic:
+        return cls.model_validate(row, from_attributes=True)

@@ -1,0 +1,345 @@
+"""Last phase of a cycle: write a validated plan in one transaction.
+
+Every request is guarded by the version it had in the snapshot; one that changed since (a
+cancel, say) is left to the next cycle. Opening a reservation re-checks the nodes' free GPUs
+against the open reservations in the database, so a plan built on a stale snapshot can never
+double-book a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+import solver
+from scheduler import lifecycle, reasons
+from scheduler.clock import from_epoch
+from scheduler.domain import RequestState, ReservationState
+from scheduler.snapshot import Snapshot
+from scheduler.tables import NodeRow, RequestRow, ReservationNodeRow, ReservationRow
+
+log = logging.getLogger(__name__)
+
+#: An ETA that moves less than this is not reported as a change.
+ETA_TOLERANCE = timedelta(seconds=60)
+
+
+@dataclass(slots=True)
+class Applied:
+    activated: int = 0
+    planned: int = 0
+    pending: int = 0
+    rejected: int = 0
+    preempted: int = 0
+    stale: int = 0
+
+
+def _open_usage(session: Session) -> dict[str, int]:
+    rows = session.exec(
+        select(ReservationNodeRow.node, func.sum(ReservationNodeRow.gpus))
+        .join(ReservationRow, col(ReservationRow.id) == col(ReservationNodeRow.reservation_id))
+        .where(ReservationRow.state == ReservationState.ACTIVE.value)
+        .group_by(ReservationNodeRow.node)
+    ).all()
+    return {node: int(total or 0) for node, total in rows}
+
+
+def _write_reservation(
+    session: Session,
+    req: RequestRow,
+    a: solver.Assignment,
+    state: ReservationState,
+    now: datetime,
+    existing_id: int | None,
+) -> None:
+    start, end = from_epoch(a.start), from_epoch(a.end)
+    row = session.get(ReservationRow, existing_id) if existing_id is not None else None
+    if row is None:
+        row = ReservationRow(
+            request_id=req.id or 0,
+            tenant=req.tenant,
+            gpu_class=req.gpu_class,
+            gpus=req.gpus,
+            start=start,
+            end=end,
+            kind=a.kind.value,
+            state=state.value,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+    else:
+        row.start, row.end, row.kind, row.state, row.updated_at = (
+            start,
+            end,
+            a.kind.value,
+            state.value,
+            now,
+        )
+        session.add(row)
+        session.flush()
+        session.execute(
+            sql_delete(ReservationNodeRow).where(ReservationNodeRow.reservation_id == row.id)
+        )
+    for node, gpus in a.allocation:
+        session.add(ReservationNodeRow(reservation_id=row.id or 0, node=node, gpus=gpus))
+    session.flush()
+
+
+def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetime) -> Applied:
+    """Write ``plan`` (made from ``snap``) at time ``now``."""
+    out = Applied()
+    ids = list(snap.versions)
+    rows: dict[int, RequestRow] = {}
+    for start in range(0, len(ids), 500):
+        for r in session.exec(
+            select(RequestRow).where(col(RequestRow.id).in_(ids[start : start + 500]))
+        ):
+            rows[r.id or 0] = r
+    fresh = {
+        rid: row
+        for rid, row in rows.items()
+        if row.version == snap.versions[rid] and row.state in ("pending", "planned")
+    }
+    out.stale = len(ids) - len(fresh)
+
+    # Preemptions first: they return the GPUs that new reservations may open on.
+    for p in plan.preemptions:
+        if from_epoch(p.at) > now:
+            continue
+        out.preempted += _preempt(session, p, now)
+
+    usage = _open_usage(session)
+    capacity = {n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained}
+    # Open the earliest starts first so that, if anything is refused, it is the later ones.
+    for rid, a in sorted(plan.assignments.items(), key=lambda kv: (kv[1].start, kv[0])):
+        req = fresh.get(rid)
+        if req is None:
+            continue
+        existing = snap.planned.get(rid)
+        if from_epoch(a.start) <= now:
+            if any(usage.get(n, 0) + g > capacity.get(n, 0) for n, g in a.allocation):
+                log.warning("request %s: nodes no longer free, left to the next cycle", rid)
+                out.stale += 1
+                continue
+            _write_reservation(
+                session,
+                req,
+                a,
+                ReservationState.ACTIVE,
+                now,
+                existing.reservation_id if existing else None,
+            )
+            for n, g in a.allocation:
+                usage[n] = usage.get(n, 0) + g
+            start, end = from_epoch(a.start), from_epoch(a.end)
+            lifecycle.transition(
+                session,
+                req,
+                RequestState.ACTIVE,
+                now,
+                reason_code=None,
+                message=reasons.planned_sentence(start, end, a.kind.value, now),
+                values={
+                    "planned_start": start,
+                    "planned_end": end,
+                    "started_at": start,
+                    "first_planned_start": req.first_planned_start or start,
+                },
+                data={"allocation": dict(a.allocation), "kind": a.kind.value},
+            )
+            out.activated += 1
+            continue
+        if existing is None or existing.assignment != a:
+            _write_reservation(
+                session,
+                req,
+                a,
+                ReservationState.PLANNED,
+                now,
+                existing.reservation_id if existing else None,
+            )
+        start, end = from_epoch(a.start), from_epoch(a.end)
+        sentence = reasons.planned_sentence(start, end, a.kind.value, now)
+        values = {"planned_start": start, "planned_end": end}
+        if req.state == RequestState.PENDING.value:
+            lifecycle.transition(
+                session,
+                req,
+                RequestState.PLANNED,
+                now,
+                reason_code=reasons.PLANNED,
+                message=sentence,
+                values={**values, "first_planned_start": req.first_planned_start or start},
+                data={"planned_start": start.isoformat()},
+            )
+        else:
+            moved = req.planned_start is None or abs(req.planned_start - start) >= ETA_TOLERANCE
+            lifecycle.touch(
+                session,
+                req,
+                now,
+                {**values, "reason_code": reasons.PLANNED, "reason_message": sentence},
+                event="eta" if moved else None,
+                message=f"Planned start moved to {start:%Y-%m-%d %H:%M:%S} UTC",
+                data={
+                    "from": req.planned_start.isoformat() if req.planned_start else None,
+                    "to": start.isoformat(),
+                },
+            )
+        out.planned += 1
+
+    for rid, u in plan.unplaced.items():
+        req = fresh.get(rid)
+        if req is None:
+            continue
+        _to_pending(
+            session, req, now, u.reason.value, reasons.unplaced_sentence(u, snap.contexts[rid])
+        )
+        out.pending += 1
+    for rid, (code, message) in snap.deferred.items():
+        req = fresh.get(rid)
+        if req is not None:
+            _to_pending(session, req, now, code, message)
+            out.pending += 1
+    for rid, rejection in snap.rejections.items():
+        req = fresh.get(rid)
+        if req is None:
+            continue
+        _drop_planned(session, snap, rid)
+        lifecycle.transition(
+            session,
+            req,
+            RequestState.REJECTED,
+            now,
+            reason_code=rejection.code,
+            message=rejection.message,
+        )
+        out.rejected += 1
+    return out
+
+
+def _drop_planned(session: Session, snap: Snapshot, rid: int) -> None:
+    ref = snap.planned.get(rid)
+    if ref is None:
+        return
+    session.execute(
+        sql_delete(ReservationNodeRow).where(
+            ReservationNodeRow.reservation_id == ref.reservation_id
+        )
+    )
+    session.execute(sql_delete(ReservationRow).where(ReservationRow.id == ref.reservation_id))
+
+
+def _to_pending(session: Session, req: RequestRow, now: datetime, code: str, message: str) -> None:
+    from scheduler.services.requests import drop_planned_reservation
+
+    drop_planned_reservation(session, req)
+    if req.state == RequestState.PLANNED.value:
+        lifecycle.transition(
+            session, req, RequestState.PENDING, now, reason_code=code, message=message
+        )
+    else:
+        changed = req.reason_code != code
+        lifecycle.touch(
+            session,
+            req,
+            now,
+            {"reason_code": code, "reason_message": message},
+            event="reason" if changed else None,
+            message=message,
+            data={"reason": code},
+        )
+
+
+def _preempt(session: Session, p: solver.Preemption, now: datetime) -> int:
+    req = session.get(RequestRow, p.request_id)
+    if req is None or req.state != RequestState.ACTIVE.value:
+        return 0
+    from scheduler.services.requests import end_active_reservation
+
+    end_active_reservation(session, req, now, "preempted")
+    message = f"Borrowed GPUs reclaimed for tenant {p.for_tenant}'s guaranteed quota."
+    if not lifecycle.transition(
+        session,
+        req,
+        RequestState.PREEMPTED,
+        now,
+        reason_code="preempted",
+        message=message,
+        data={"for_tenant": p.for_tenant},
+    ):
+        return 0
+    if req.requeue_on_preemption:
+        lifecycle.transition(
+            session,
+            req,
+            RequestState.PENDING,
+            now,
+            reason_code="requeued_after_preemption",
+            message=message + " Requeued; the next cycle plans it again.",
+        )
+    return 1
+
+
+def close_ended(session: Session, now: datetime) -> int:
+    """Open reservations whose window has passed end; their requests expire."""
+    due = session.exec(
+        select(ReservationRow).where(
+            ReservationRow.state == ReservationState.ACTIVE.value,
+            col(ReservationRow.end) <= now,
+        )
+    ).all()
+    closed = 0
+    for res in due:
+        req = session.get(RequestRow, res.request_id)
+        res.state = ReservationState.ENDED.value
+        res.end_reason = "window_ended"
+        res.ended_at = res.end
+        res.updated_at = now
+        session.add(res)
+        if req is not None and req.state == RequestState.ACTIVE.value:
+            lifecycle.transition(
+                session,
+                req,
+                RequestState.EXPIRED,
+                now,
+                reason_code="window_ended",
+                message="The reservation window ended before the work reported completion.",
+                values={"ended_at": res.end},
+            )
+        closed += 1
+    session.flush()
+    return closed
+
+
+def next_event(session: Session, now: datetime) -> datetime | None:
+    """The next moment a cycle must run even if nothing else happens: a planned start, an
+    open window's end, or a waiting request's ``not_before``."""
+    candidates = [
+        session.exec(
+            select(func.min(ReservationRow.start)).where(
+                ReservationRow.state == ReservationState.PLANNED.value,
+                col(ReservationRow.start) > now,
+            )
+        ).one(),
+        session.exec(
+            select(func.min(ReservationRow.end)).where(
+                ReservationRow.state == ReservationState.ACTIVE.value,
+            )
+        ).one(),
+        session.exec(
+            select(func.min(RequestRow.not_before)).where(
+                col(RequestRow.state).in_(["pending", "planned"]),
+                col(RequestRow.not_before) > now,
+            )
+        ).one(),
+    ]
+    found = [c for c in candidates if c is not None]
+    return min(found) if found else None

@@ -1,0 +1,150 @@
+"""One scheduling cycle, in named phases: advance → snapshot → solve → validate → apply.
+
+``advance`` closes windows that have passed; ``snapshot`` reads the state in one transaction
+into an immutable :class:`~scheduler.snapshot.Snapshot`; ``solve`` and ``validate`` are pure
+(the solver package); ``apply`` writes in one transaction with optimistic concurrency. A plan
+that fails validation is never applied: the cycle falls back to the greedy planner, and if that
+plan fails too, applies nothing and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+import solver
+from scheduler import apply as apply_phase
+from scheduler import snapshot as snapshot_phase
+from scheduler.clock import Clock
+from scheduler.db import session_scope
+from scheduler.settings import Settings
+from scheduler.tables import CycleRunRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleResult:
+    started_at: datetime
+    planner: str = ""
+    status: str = ""
+    objective: float | None = None
+    bound: float | None = None
+    gap: float | None = None
+    requests: int = 0
+    placed: int = 0
+    violations: list[str] = field(default_factory=list)
+    fallback: str | None = None
+    error: str | None = None
+    applied: apply_phase.Applied = field(default_factory=apply_phase.Applied)
+    timings: dict[str, float] = field(default_factory=dict)
+    next_event: datetime | None = None
+
+
+def solver_config(settings: Settings) -> solver.SolverConfig:
+    return solver.SolverConfig(
+        planner=settings.solver,
+        time_limit_s=settings.solver_time_limit_s,
+        workers=settings.solver_workers,
+    )
+
+
+PlanFn = Callable[[solver.Problem, solver.SolverConfig], solver.Plan]
+
+
+def decide(
+    problem: solver.Problem, config: solver.SolverConfig, plan_fn: PlanFn = solver.plan
+) -> tuple[solver.Plan, list[str], str | None]:
+    """Plan and validate; fall back to greedy when the configured planner's plan is invalid.
+
+    Returns the plan to apply (or an empty one if no valid plan exists), the violations found
+    in the first plan, and why a fallback happened.
+    """
+    first = plan_fn(problem, config)
+    violations = solver.validate(problem, first)
+    if not violations:
+        return first, [], None
+    why = f"{first.planner} plan broke {len(violations)} rule(s): {violations[0]}"
+    log.error("refusing plan: %s", why)
+    if config.planner != "greedy" or plan_fn is not solver.plan:
+        fallback = solver.plan(problem, solver.SolverConfig(planner="greedy"))
+        again = solver.validate(problem, fallback)
+        if not again:
+            return fallback, [str(v) for v in violations], why
+        why += f"; greedy fallback broke {len(again)} rule(s): {again[0]}"
+        log.error("greedy fallback refused too: %s", again[0])
+    empty = solver.Plan(assignments={}, unplaced={}, status="REFUSED", planner="none")
+    return empty, [str(v) for v in violations], why
+
+
+def run_cycle(engine: Engine, settings: Settings, clock: Clock) -> CycleResult:
+    """Run one cycle now and record it."""
+    result = CycleResult(started_at=clock.now())
+    t0 = time.perf_counter()
+    with session_scope(engine) as session:
+        apply_phase.close_ended(session, clock.now())
+    t1 = time.perf_counter()
+    with session_scope(engine, write=False) as session:
+        snap = snapshot_phase.take(session, clock.now(), settings)
+    t2 = time.perf_counter()
+    config = solver_config(settings)
+    plan, violations, fallback = decide(snap.problem, config)
+    t3 = time.perf_counter()
+    result.timings = {"advance": t1 - t0, "snapshot": t2 - t1, "decide": t3 - t2}
+    result.planner, result.status = plan.planner, plan.status
+    result.objective, result.bound, result.gap = plan.objective, plan.bound, plan.gap
+    result.requests = len(snap.problem.requests)
+    result.placed = len(plan.assignments)
+    result.violations, result.fallback = violations, fallback
+    result.timings["solve"] = plan.solve_time_s
+    result.timings["validate"] = max(0.0, result.timings["decide"] - plan.solve_time_s)
+    if plan.status == "REFUSED":
+        result.error = fallback
+    with session_scope(engine) as session:
+        now = clock.now()
+        if plan.status != "REFUSED":
+            result.applied = apply_phase.apply_plan(session, snap, plan, now)
+        result.next_event = apply_phase.next_event(session, now)
+        t4 = time.perf_counter()
+        result.timings["apply"] = t4 - t3
+        session.add(
+            CycleRunRow(
+                started_at=result.started_at,
+                planner=result.planner,
+                status=result.status,
+                objective=result.objective,
+                bound=result.bound,
+                gap=result.gap,
+                requests=result.requests,
+                placed=result.placed,
+                activated=result.applied.activated,
+                preempted=result.applied.preempted,
+                rejected=result.applied.rejected,
+                stale=result.applied.stale,
+                violations=len(violations),
+                fallback=fallback,
+                error=result.error,
+                advance_s=result.timings["advance"],
+                snapshot_s=result.timings["snapshot"],
+                solve_s=result.timings["solve"],
+                validate_s=result.timings["validate"],
+                apply_s=result.timings["apply"],
+            )
+        )
+    log.info(
+        "cycle: %d waiting, %d placed, %d opened, %d preempted, %d stale in %.3fs (%s %s)",
+        result.requests,
+        result.placed,
+        result.applied.activated,
+        result.applied.preempted,
+        result.applied.stale,
+        sum(v for k, v in result.timings.items() if k not in ("solve", "validate")),
+        result.planner,
+        result.status,
+    )
+    return result

@@ -1,0 +1,141 @@
+"""The one place where a request's state changes.
+
+:func:`transition` checks that the move is allowed, applies it with optimistic concurrency
+(``UPDATE … WHERE id = :id AND version = :v``), stamps the times, and records the event in the
+same transaction. A caller whose row changed meanwhile gets ``False`` and leaves the request
+to the next cycle.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session
+
+from scheduler.domain import TERMINAL_STATES, TRANSITIONS, RequestState
+from scheduler.errors import InvalidState
+from scheduler.tables import RequestEventRow, RequestRow
+
+
+def record_event(
+    session: Session,
+    request_id: int,
+    at: datetime,
+    kind: str,
+    message: str = "",
+    *,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        RequestEventRow(
+            request_id=request_id,
+            at=at,
+            kind=kind,
+            from_state=from_state,
+            to_state=to_state,
+            message=message[:500],
+            data=data or {},
+        )
+    )
+
+
+def transition(
+    session: Session,
+    row: RequestRow,
+    to: RequestState,
+    at: datetime,
+    *,
+    message: str = "",
+    reason_code: str | None = None,
+    values: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    strict: bool = True,
+) -> bool:
+    """Move ``row`` to state ``to`` at time ``at``; ``values`` sets other columns alongside.
+
+    Returns ``False`` when the row's version changed since it was read (nothing written).
+    An illegal move raises :class:`InvalidState` when ``strict``, else returns ``False``.
+    """
+    assert row.id is not None
+    current = RequestState(row.state)
+    if to not in TRANSITIONS[current]:
+        if strict:
+            raise InvalidState(f"request {row.id} is {current.value}; it cannot become {to.value}")
+        return False
+    changes: dict[str, Any] = dict(values or {})
+    changes["state"] = to.value
+    changes["updated_at"] = at
+    changes["reason_code"] = reason_code
+    changes["reason_message"] = message or None
+    if to is RequestState.ACTIVE:
+        changes.setdefault("started_at", at)
+    if to in TERMINAL_STATES:
+        changes.setdefault("ended_at", at)
+    if to is RequestState.PENDING:
+        changes.setdefault("planned_start", None)
+        changes.setdefault("planned_end", None)
+        changes.setdefault("started_at", None)
+        changes.setdefault("ended_at", None)
+    result = session.execute(
+        update(RequestRow)
+        .where(RequestRow.id == row.id, RequestRow.version == row.version)  # type: ignore[arg-type]
+        .values(**changes, version=row.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    # Mirror the write on the loaded row without marking it dirty (no second UPDATE).
+    for key, value in changes.items():
+        set_committed_value(row, key, value)
+    set_committed_value(row, "version", row.version + 1)
+    record_event(
+        session,
+        row.id,
+        at,
+        "state",
+        message,
+        from_state=current.value,
+        to_state=to.value,
+        data={"reason": reason_code, **(data or {})},
+    )
+    return True
+
+
+def touch(
+    session: Session,
+    row: RequestRow,
+    at: datetime,
+    values: dict[str, Any],
+    *,
+    event: str | None = None,
+    message: str = "",
+    data: dict[str, Any] | None = None,
+) -> bool:
+    """Change columns other than ``state`` (reason, ETA) with the same optimistic guard;
+    ``event`` records a request event of that kind alongside. ``False`` if the row is stale."""
+    assert row.id is not None
+    if "state" in values:
+        raise ValueError("use transition() to change a request's state")
+    changes = {k: v for k, v in values.items() if getattr(row, k) != v}
+    if not changes:
+        return True
+    changes["updated_at"] = at
+    result = session.execute(
+        update(RequestRow)
+        .where(RequestRow.id == row.id, RequestRow.version == row.version)  # type: ignore[arg-type]
+        .values(**changes, version=row.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    for key, value in changes.items():
+        set_committed_value(row, key, value)
+    set_committed_value(row, "version", row.version + 1)
+    if event:
+        record_event(session, row.id, at, event, message, data=data)
+    return True

@@ -1,0 +1,98 @@
+"""API keys: random bearer tokens, shown once, stored as SHA-256 hashes.
+
+A key reads ``gpk_<prefix>_<secret>``. The prefix is stored in clear to find the row; the
+whole token is hashed. Keys are 256-bit random, so a fast hash is enough (no password
+stretching is needed for secrets that cannot be guessed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from scheduler.domain import Principal, Role
+from scheduler.errors import Forbidden, NotFound, Unauthorized
+from scheduler.pagination import Page, decode_int_cursor, encode_cursor
+from scheduler.services import audit
+from scheduler.services.tenants import get as get_tenant
+from scheduler.tables import ApiKeyRow, TenantRow
+
+TOKEN_PREFIX = "gpk_"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    row: ApiKeyRow
+    token: str
+
+
+def issue(
+    session: Session, who: Principal, now: datetime, tenant: str, *, name: str = ""
+) -> IssuedKey:
+    get_tenant(session, tenant)
+    prefix = secrets.token_hex(6)
+    token = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKeyRow(
+        tenant=tenant, name=name, prefix=prefix, secret_hash=_hash(token), created_at=now
+    )
+    session.add(row)
+    session.flush()
+    audit.record(
+        session, who, now, "api_key.issue", "api_key", str(row.id), None, audit.as_dict(row)
+    )
+    return IssuedKey(row, token)
+
+
+def list_page(session: Session, tenant: str, *, limit: int, cursor: str | None) -> Page[ApiKeyRow]:
+    get_tenant(session, tenant)
+    stmt = (
+        select(ApiKeyRow)
+        .where(ApiKeyRow.tenant == tenant)
+        .order_by(col(ApiKeyRow.id))
+        .limit(limit + 1)
+    )
+    if cursor:
+        stmt = stmt.where(col(ApiKeyRow.id) > decode_int_cursor(cursor))
+    rows = list(session.exec(stmt))
+    next_cursor = encode_cursor(str(rows[limit - 1].id)) if len(rows) > limit else None
+    return Page(rows[:limit], next_cursor)
+
+
+def revoke(session: Session, who: Principal, now: datetime, tenant: str, key_id: int) -> ApiKeyRow:
+    row = session.get(ApiKeyRow, key_id)
+    if row is None or row.tenant != tenant:
+        raise NotFound(f"API key {key_id} of tenant {tenant!r} does not exist")
+    if row.revoked_at is None:
+        before = audit.as_dict(row)
+        row.revoked_at = now
+        session.add(row)
+        session.flush()
+        audit.record(
+            session, who, now, "api_key.revoke", "api_key", str(key_id), before, audit.as_dict(row)
+        )
+    return row
+
+
+def authenticate(session: Session, token: str) -> Principal:
+    """The tenant a key belongs to; :class:`Unauthorized` for unknown or revoked keys."""
+    if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
+        raise Unauthorized("unknown API key")
+    prefix = token[len(TOKEN_PREFIX) :].split("_", 1)[0]
+    row = session.exec(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).first()
+    if row is None or not hmac.compare_digest(row.secret_hash, _hash(token)):
+        raise Unauthorized("unknown API key")
+    if row.revoked_at is not None:
+        raise Unauthorized("this API key was revoked")
+    tenant = session.get(TenantRow, row.tenant)
+    if tenant is None or not tenant.active:
+        raise Forbidden(f"tenant {row.tenant!r} is deactivated")
+    return Principal(Role.TENANT, tenant=row.tenant, key_id=row.id)

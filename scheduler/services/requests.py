@@ -1,0 +1,375 @@
+"""Requests: what tenants ask for, and the reservations the plan gives them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from scheduler import lifecycle
+from scheduler.domain import Principal, RequestState, ReservationState
+from scheduler.errors import Conflict, InvalidInput, InvalidState, NotFound
+from scheduler.pagination import Page, decode_int_cursor, encode_cursor
+from scheduler.services import gpu_classes
+from scheduler.services.tenants import get as get_tenant
+from scheduler.settings import Settings
+from scheduler.tables import GpuClassRow, RequestRow, ReservationNodeRow, ReservationRow
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """A tenant's ask, as validated by the API schema (types and signs already checked)."""
+
+    gpu_class: str
+    gpus: int
+    duration: timedelta
+    gpus_per_node: int | None = None
+    not_before: datetime | None = None
+    deadline: datetime | None = None
+    priority: int | None = None
+    preemptible: bool = True
+    requeue_on_preemption: bool = True
+    name: str = ""
+
+    def fingerprint(self, tenant: str) -> str:
+        """A hash of what was asked, to tell a retry from a different request under one key."""
+        payload: dict[str, Any] = {
+            "tenant": tenant,
+            "gpu_class": self.gpu_class,
+            "gpus": self.gpus,
+            "duration_s": self.duration.total_seconds(),
+            "gpus_per_node": self.gpus_per_node,
+            "not_before": self.not_before.isoformat() if self.not_before else None,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+            "priority": self.priority,
+            "preemptible": self.preemptible,
+            "requeue_on_preemption": self.requeue_on_preemption,
+            "name": self.name,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    row: RequestRow
+    replayed: bool
+
+
+@dataclass(slots=True)
+class ReservationView:
+    row: ReservationRow
+    allocation: dict[str, int] = field(default_factory=dict)
+
+
+def _tenant_for(who: Principal, tenant: str | None) -> str:
+    if who.is_operator:
+        if not tenant:
+            raise InvalidInput.field("tenant", "is required when the operator submits")
+        return tenant
+    assert who.tenant is not None
+    if tenant and tenant != who.tenant:
+        raise InvalidInput.field("tenant", "a tenant key submits for its own tenant only")
+    return who.tenant
+
+
+def _check_shape(session: Session, ask: NewRequest, settings: Settings, now: datetime) -> int:
+    """Validate the ask against the pool; returns the gang's GPUs per node."""
+    if session.get(GpuClassRow, ask.gpu_class) is None:
+        raise InvalidInput.field("gpu_class", f"unknown GPU class {ask.gpu_class!r}")
+    largest = gpu_classes.largest_node(session, ask.gpu_class)
+    if largest == 0:
+        raise InvalidInput.field("gpu_class", f"GPU class {ask.gpu_class!r} has no nodes")
+    per_node = ask.gpus_per_node
+    if per_node is None:
+        if ask.gpus <= largest:
+            per_node = ask.gpus
+        elif ask.gpus % largest == 0:
+            per_node = largest
+        else:
+            raise InvalidInput.field(
+                "gpus_per_node",
+                f"is required: {ask.gpus} GPUs do not fit one node (largest has {largest}) "
+                f"and are not a multiple of {largest}",
+            )
+    if per_node > largest:
+        raise InvalidInput.field(
+            "gpus_per_node",
+            f"{per_node} is more than any {ask.gpu_class} node has (largest: {largest})",
+        )
+    if ask.gpus % per_node:
+        raise InvalidInput.field(
+            "gpus", f"{ask.gpus} is not a multiple of gpus_per_node ({per_node})"
+        )
+    seconds = ask.duration.total_seconds()
+    if seconds <= 0:
+        raise InvalidInput.field("duration", "must be positive")
+    if seconds != int(seconds):
+        raise InvalidInput.field("duration", "must be whole seconds")
+    if seconds > settings.max_duration_s:
+        raise InvalidInput.field(
+            "duration", f"must be at most {settings.max_duration_s} s ({seconds:.0f} s asked)"
+        )
+    earliest = max(now, ask.not_before) if ask.not_before else now
+    if ask.deadline is not None and ask.deadline < earliest + ask.duration:
+        raise InvalidInput.field(
+            "deadline",
+            f"is earlier than {'not_before' if ask.not_before else 'now'} + duration "
+            f"({(earliest + ask.duration).isoformat()})",
+        )
+    return per_node
+
+
+def submit(
+    session: Session,
+    who: Principal,
+    now: datetime,
+    settings: Settings,
+    ask: NewRequest,
+    *,
+    tenant: str | None = None,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Store a new pending request; a retry with the same ``idempotency_key`` returns the first."""
+    tenant_name = _tenant_for(who, tenant)
+    tenant_row = get_tenant(session, tenant_name)
+    if not tenant_row.active:
+        raise InvalidState(f"tenant {tenant_name!r} is deactivated")
+    fingerprint = ask.fingerprint(tenant_name)
+    if idempotency_key is not None:
+        earlier = _by_idempotency_key(session, tenant_name, idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, fingerprint)
+    per_node = _check_shape(session, ask, settings, now)
+    row = RequestRow(
+        tenant=tenant_name,
+        name=ask.name,
+        gpu_class=ask.gpu_class,
+        gpus=ask.gpus,
+        gpus_per_node=per_node,
+        duration_s=int(ask.duration.total_seconds()),
+        not_before=ask.not_before,
+        deadline=ask.deadline,
+        priority=tenant_row.priority if ask.priority is None else ask.priority,
+        preemptible=ask.preemptible,
+        requeue_on_preemption=ask.requeue_on_preemption,
+        state=RequestState.PENDING.value,
+        reason_code="not_planned_yet",
+        reason_message="Submitted; the next scheduling cycle will plan it.",
+        submitted_at=now,
+        updated_at=now,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        # Another submit with the same key won the race: answer as its retry.
+        earlier = _by_idempotency_key(session, tenant_name, idempotency_key or "")
+        if earlier is None:
+            raise
+        return _replay(earlier, fingerprint)
+    assert row.id is not None
+    lifecycle.record_event(
+        session, row.id, now, "submitted", f"{who.actor} submitted", to_state=row.state
+    )
+    return Submitted(row, replayed=False)
+
+
+def _by_idempotency_key(session: Session, tenant: str, key: str) -> RequestRow | None:
+    return session.exec(
+        select(RequestRow).where(RequestRow.tenant == tenant, RequestRow.idempotency_key == key)
+    ).first()
+
+
+def _replay(earlier: RequestRow, fingerprint: str) -> Submitted:
+    if earlier.request_hash != fingerprint:
+        raise InvalidInput.field("Idempotency-Key", "was already used for a different request")
+    return Submitted(earlier, replayed=True)
+
+
+def get_visible(session: Session, who: Principal, request_id: int) -> RequestRow:
+    """The request, if ``who`` may see it; otherwise :class:`NotFound` (ids do not leak)."""
+    row = session.get(RequestRow, request_id)
+    if row is None or (not who.is_operator and row.tenant != who.tenant):
+        raise NotFound(f"request {request_id} does not exist")
+    return row
+
+
+def list_page(
+    session: Session,
+    who: Principal,
+    *,
+    limit: int,
+    cursor: str | None,
+    state: RequestState | None = None,
+    tenant: str | None = None,
+    gpu_class: str | None = None,
+) -> Page[RequestRow]:
+    """Newest first. A tenant sees its own requests only."""
+    stmt = select(RequestRow).order_by(col(RequestRow.id).desc()).limit(limit + 1)
+    if not who.is_operator:
+        stmt = stmt.where(RequestRow.tenant == who.tenant)
+    elif tenant:
+        stmt = stmt.where(RequestRow.tenant == tenant)
+    if state is not None:
+        stmt = stmt.where(RequestRow.state == state.value)
+    if gpu_class:
+        stmt = stmt.where(RequestRow.gpu_class == gpu_class)
+    if cursor:
+        stmt = stmt.where(col(RequestRow.id) < decode_int_cursor(cursor))
+    rows = list(session.exec(stmt))
+    next_cursor = encode_cursor(str(rows[limit - 1].id)) if len(rows) > limit else None
+    return Page(rows[:limit], next_cursor)
+
+
+def current_reservation(session: Session, request_id: int) -> ReservationView | None:
+    """The request's planned or open reservation, else its most recent one."""
+    rows = session.exec(
+        select(ReservationRow)
+        .where(ReservationRow.request_id == request_id)
+        .order_by(col(ReservationRow.id).desc())
+    ).all()
+    if not rows:
+        return None
+    live = [r for r in rows if r.state != ReservationState.ENDED.value]
+    row = live[0] if live else rows[0]
+    return ReservationView(row, allocation_of(session, row))
+
+
+def allocation_of(session: Session, row: ReservationRow) -> dict[str, int]:
+    nodes = session.exec(
+        select(ReservationNodeRow).where(ReservationNodeRow.reservation_id == row.id)
+    ).all()
+    return {n.node: n.gpus for n in sorted(nodes, key=lambda n: n.node)}
+
+
+def drop_planned_reservation(session: Session, req: RequestRow) -> None:
+    """Delete the request's planned (not yet open) reservation, if it has one."""
+    ids = session.exec(
+        select(ReservationRow.id).where(
+            ReservationRow.request_id == req.id,
+            ReservationRow.state == ReservationState.PLANNED.value,
+        )
+    ).all()
+    if ids:
+        session.execute(
+            sql_delete(ReservationNodeRow).where(col(ReservationNodeRow.reservation_id).in_(ids))
+        )
+        session.execute(sql_delete(ReservationRow).where(col(ReservationRow.id).in_(ids)))
+
+
+def end_active_reservation(session: Session, req: RequestRow, now: datetime, reason: str) -> None:
+    """Close the request's open reservation at ``now``: its GPUs are free from then on."""
+    rows = session.exec(
+        select(ReservationRow).where(
+            ReservationRow.request_id == req.id,
+            ReservationRow.state == ReservationState.ACTIVE.value,
+        )
+    ).all()
+    for res in rows:
+        res.state = ReservationState.ENDED.value
+        res.end_reason = reason
+        res.ended_at = now
+        res.end = min(res.end, now)
+        res.updated_at = now
+        session.add(res)
+    session.flush()
+
+
+def cancel(session: Session, who: Principal, now: datetime, request_id: int) -> RequestRow:
+    row = get_visible(session, who, request_id)
+    state = RequestState(row.state)
+    if state not in (RequestState.PENDING, RequestState.PLANNED, RequestState.ACTIVE):
+        raise InvalidState(
+            f"request {request_id} is {state.value}; only waiting or active ones can be cancelled"
+        )
+    drop_planned_reservation(session, row)
+    end_active_reservation(session, row, now, "cancelled")
+    _must(
+        lifecycle.transition(
+            session,
+            row,
+            RequestState.CANCELLED,
+            now,
+            reason_code="cancelled",
+            message=f"Cancelled by {who.actor}.",
+        ),
+        request_id,
+    )
+    return row
+
+
+def complete(
+    session: Session, who: Principal, now: datetime, request_id: int, *, detail: str = ""
+) -> RequestRow:
+    """The work finished: the reservation ends now and its GPUs are free at once."""
+    row = get_visible(session, who, request_id)
+    if row.state != RequestState.ACTIVE.value:
+        raise InvalidState(f"request {request_id} is {row.state}; only an active one can complete")
+    end_active_reservation(session, row, now, "completed")
+    _must(
+        lifecycle.transition(
+            session,
+            row,
+            RequestState.COMPLETED,
+            now,
+            reason_code="completed",
+            message=detail or f"Work finished (reported by {who.actor}).",
+        ),
+        request_id,
+    )
+    return row
+
+
+def _must(done: bool, request_id: int) -> None:
+    if not done:
+        raise Conflict(f"request {request_id} changed while this call ran; try again")
+
+
+def events(session: Session, who: Principal, request_id: int) -> list[Any]:
+    from scheduler.tables import RequestEventRow
+
+    get_visible(session, who, request_id)
+    return list(
+        session.exec(
+            select(RequestEventRow)
+            .where(RequestEventRow.request_id == request_id)
+            .order_by(col(RequestEventRow.id))
+        )
+    )
+
+
+def current_reservations(session: Session, request_ids: list[int]) -> dict[int, ReservationView]:
+    """:func:`current_reservation` for many requests in two queries."""
+    if not request_ids:
+        return {}
+    rows = session.exec(
+        select(ReservationRow)
+        .where(col(ReservationRow.request_id).in_(request_ids))
+        .order_by(col(ReservationRow.id).desc())
+    ).all()
+    chosen: dict[int, ReservationRow] = {}
+    for r in rows:
+        prev = chosen.get(r.request_id)
+        if prev is None or (
+            prev.state == ReservationState.ENDED.value and r.state != ReservationState.ENDED.value
+        ):
+            chosen[r.request_id] = r
+    ids = [r.id for r in chosen.values()]
+    allocs: dict[int, dict[str, int]] = {}
+    for n in session.exec(
+        select(ReservationNodeRow).where(col(ReservationNodeRow.reservation_id).in_(ids))
+    ):
+        allocs.setdefault(n.reservation_id, {})[n.node] = n.gpus
+    return {
+        rid: ReservationView(r, dict(sorted(allocs.get(r.id or 0, {}).items())))
+        for rid, r in chosen.items()
+    }

@@ -1,0 +1,51 @@
+"""All configuration in one place: environment variables with the prefix ``GPUPOOL_``."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Tokens the server refuses to start with outside demo/dev mode.
+WEAK_OPERATOR_TOKENS = frozenset({"", "changeme", "operator", "admin", "secret", "dev", "demo"})
+
+
+class Settings(BaseSettings):
+    """Settings of a gpupool server, read from ``GPUPOOL_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUPOOL_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///gpupool.db",
+        description="SQLAlchemy URL; SQLite file by default, postgresql://… for production.",
+    )
+    operator_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token of the hub operator (required unless dev mode)."
+    )
+    agent_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token node agents use to push usage samples."
+    )
+    dev_mode: bool = Field(False, description="Allow an empty/weak operator token (demo, dev).")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+    # planning
+    cycle_interval_s: float = Field(30.0, gt=0, description="Timer between scheduling cycles.")
+    cycle_debounce_s: float = Field(0.5, ge=0, description="Wait after an event before a cycle.")
+    horizon_s: int = Field(7 * 24 * 3600, gt=0, description="How far ahead the plan reaches.")
+    resolution_s: int = Field(60, gt=0, description="Time step of the CP-SAT model.")
+    min_runtime_s: int = Field(
+        600, ge=0, description="Borrowed reservations run at least this long before reclaim."
+    )
+    solver: str = Field("greedy", description="Planner: greedy or cpsat.")
+    solver_time_limit_s: float = Field(5.0, gt=0)
+    solver_workers: int = Field(2, ge=1)
+
+    # requests
+    max_duration_s: int = Field(
+        14 * 24 * 3600, gt=0, description="Longest duration a request may ask for."
+    )
+    page_size_max: int = Field(500, ge=1)
+
+    def operator_token_is_weak(self) -> bool:
+        token = self.operator_token.get_secret_value()
+        return token.strip().lower() in WEAK_OPERATOR_TOKENS or len(token) < 16

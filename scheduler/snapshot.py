@@ -1,0 +1,290 @@
+"""Phase one of a cycle: one read transaction turned into an immutable planning problem."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+import solver
+from scheduler import reasons
+from scheduler.budget import overlap_s, period_start
+from scheduler.clock import to_epoch
+from scheduler.domain import WAITING_STATES, BudgetPeriod, ReservationState
+from scheduler.settings import Settings
+from scheduler.tables import (
+    NodeRow,
+    QuotaRow,
+    RequestRow,
+    ReservationNodeRow,
+    ReservationRow,
+    TenantRow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRef:
+    """A request's planned (not yet open) reservation as stored."""
+
+    reservation_id: int
+    assignment: solver.Assignment
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a cycle decides on. ``versions`` holds each waiting request's row version, so the
+    apply phase can leave alone any request that changed after the snapshot."""
+
+    now: datetime
+    problem: solver.Problem
+    versions: dict[int, int]
+    rejections: dict[int, Rejection]
+    deferred: dict[int, tuple[str, str]]
+    planned: dict[int, PlannedRef]
+    active_reservation: dict[int, int]
+    contexts: dict[int, reasons.Context] = field(default_factory=dict)
+
+
+def _allocations(session: Session, reservation_ids: list[int]) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = defaultdict(dict)
+    for start in range(0, len(reservation_ids), 500):
+        chunk = reservation_ids[start : start + 500]
+        for n in session.exec(
+            select(ReservationNodeRow).where(col(ReservationNodeRow.reservation_id).in_(chunk))
+        ):
+            out[n.reservation_id][n.node] = n.gpus
+    return out
+
+
+def _charged_gpu_s(
+    reservations: list[ReservationRow], quotas: dict[tuple[str, str], QuotaRow], now: datetime
+) -> dict[tuple[str, str], float]:
+    """GPU-seconds each tenant/class has spent or committed in its current budget period:
+    ended reservations by the time they held GPUs, open ones through their planned end."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    for r in reservations:
+        quota = quotas.get((r.tenant, r.gpu_class))
+        if quota is None or quota.budget_gpu_hours is None:
+            continue
+        lo = period_start(BudgetPeriod(quota.budget_period), now)
+        end = r.end if r.state == ReservationState.ACTIVE.value else (r.ended_at or r.end)
+        out[(r.tenant, r.gpu_class)] += r.gpus * overlap_s(r.start, min(end, r.end), lo)
+    return out
+
+
+def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
+    now_s = to_epoch(now)
+    horizon_end = now + timedelta(seconds=settings.horizon_s)
+    nodes = list(session.exec(select(NodeRow).order_by(col(NodeRow.name))))
+    tenants = {t.name: t for t in session.exec(select(TenantRow)) if t.active}
+    quota_rows = {(q.tenant, q.gpu_class): q for q in session.exec(select(QuotaRow))}
+    waiting = list(
+        session.exec(
+            select(RequestRow)
+            .where(col(RequestRow.state).in_([s.value for s in WAITING_STATES]))
+            .order_by(col(RequestRow.id))
+        )
+    )
+    live = list(
+        session.exec(
+            select(ReservationRow).where(
+                col(ReservationRow.state).in_(
+                    [ReservationState.PLANNED.value, ReservationState.ACTIVE.value]
+                )
+            )
+        )
+    )
+    lo = min(
+        (period_start(BudgetPeriod(q.budget_period), now) for q in quota_rows.values()),
+        default=now,
+    )
+    ended_in_period = list(
+        session.exec(
+            select(ReservationRow).where(
+                ReservationRow.state == ReservationState.ENDED.value,
+                col(ReservationRow.end) > lo,
+            )
+        )
+    )
+    allocations = _allocations(session, [r.id for r in live if r.id is not None])
+    charged = _charged_gpu_s(
+        ended_in_period + [r for r in live if r.state == ReservationState.ACTIVE.value],
+        quota_rows,
+        now,
+    )
+
+    problem_tenants: dict[str, solver.Tenant] = {}
+    for name, t in tenants.items():
+        quotas: dict[str, solver.Quota] = {}
+        for (tenant, cls), q in quota_rows.items():
+            if tenant != name:
+                continue
+            left = None
+            if q.budget_gpu_hours is not None:
+                left = max(0.0, q.budget_gpu_hours * 3600 - charged.get((tenant, cls), 0.0))
+            quotas[cls] = solver.Quota(q.guaranteed, q.limit, left)
+        problem_tenants[name] = solver.Tenant(name=name, quotas=quotas, weight=t.weight)
+
+    biggest_gangs: dict[tuple[str, int], int] = defaultdict(int)
+    for n in nodes:
+        for size in range(1, n.gpus + 1):
+            biggest_gangs[(n.gpu_class, size)] += 1
+
+    requests: list[solver.Request] = []
+    versions: dict[int, int] = {}
+    rejections: dict[int, Rejection] = {}
+    deferred: dict[int, tuple[str, str]] = {}
+    contexts: dict[int, reasons.Context] = {}
+    for r in waiting:
+        assert r.id is not None
+        versions[r.id] = r.version
+        quota = quota_rows.get((r.tenant, r.gpu_class))
+        contexts[r.id] = reasons.Context(
+            gpus=r.gpus,
+            gpu_class=r.gpu_class,
+            tenant=r.tenant,
+            limit=quota.limit if quota else 0,
+            guaranteed=quota.guaranteed if quota else 0,
+            budget_left_gpu_h=(
+                problem_tenants[r.tenant].quotas[r.gpu_class].budget_gpu_s / 3600  # type: ignore[operator]
+                if quota and quota.budget_gpu_hours is not None and r.tenant in problem_tenants
+                else None
+            ),
+            need_gpu_h=r.gpus * r.duration_s / 3600,
+        )
+        rejection = _admissible(r, quota, biggest_gangs, now)
+        if rejection is not None:
+            rejections[r.id] = rejection
+            continue
+        if r.tenant not in problem_tenants:
+            continue
+        if r.not_before is not None and r.not_before >= horizon_end:
+            deferred[r.id] = (
+                reasons.NOT_BEFORE_BEYOND_HORIZON,
+                f"It may not start before {r.not_before:%Y-%m-%d %H:%M} UTC, beyond the "
+                f"{settings.horizon_s // 86400}-day planning horizon; it will be planned later.",
+            )
+            continue
+        requests.append(
+            solver.Request(
+                id=r.id,
+                tenant=r.tenant,
+                gpu_class=r.gpu_class,
+                gpus=r.gpus,
+                gpus_per_node=r.gpus_per_node,
+                duration_s=r.duration_s,
+                submitted_at=to_epoch(r.submitted_at),
+                not_before=to_epoch(r.not_before) if r.not_before else None,
+                deadline=to_epoch(r.deadline) if r.deadline else None,
+                priority=r.priority,
+                preemptible=r.preemptible,
+            )
+        )
+
+    running: list[solver.Running] = []
+    planned: dict[int, PlannedRef] = {}
+    active_reservation: dict[int, int] = {}
+    waiting_ids = {r.id for r in requests}
+    priorities = {r.id: (r.priority, r.preemptible) for r in waiting}
+    active_ids = [r.request_id for r in live if r.state == ReservationState.ACTIVE.value]
+    for start in range(0, len(active_ids), 500):
+        for req in session.exec(
+            select(RequestRow).where(col(RequestRow.id).in_(active_ids[start : start + 500]))
+        ):
+            priorities[req.id] = (req.priority, req.preemptible)
+    for res in live:
+        assert res.id is not None
+        alloc = solver.allocation_of(allocations.get(res.id, {}))
+        kind = solver.ReservationKind(res.kind)
+        if res.state == ReservationState.ACTIVE.value:
+            active_reservation[res.request_id] = res.id
+            priority, preemptible = priorities.get(res.request_id, (0, True))
+            running.append(
+                solver.Running(
+                    request_id=res.request_id,
+                    tenant=res.tenant,
+                    gpu_class=res.gpu_class,
+                    allocation=alloc,
+                    start=to_epoch(res.start),
+                    end=to_epoch(res.end),
+                    kind=kind,
+                    priority=priority,
+                    preemptible=preemptible,
+                )
+            )
+        elif res.request_id in waiting_ids:
+            planned[res.request_id] = PlannedRef(
+                res.id,
+                solver.Assignment(
+                    res.request_id, alloc, to_epoch(res.start), to_epoch(res.end), kind
+                ),
+            )
+
+    problem = solver.Problem(
+        now=now_s,
+        nodes=tuple(
+            solver.Node(n.name, n.gpu_class, n.gpus, schedulable=n.ready and not n.drained)
+            for n in nodes
+        ),
+        tenants=problem_tenants,
+        requests=tuple(requests),
+        running=tuple(running),
+        previous={rid: p.assignment for rid, p in planned.items() if rid in waiting_ids},
+        horizon_s=settings.horizon_s,
+        resolution_s=settings.resolution_s,
+        min_runtime_s=settings.min_runtime_s,
+    )
+    return Snapshot(
+        now=now,
+        problem=problem,
+        versions=versions,
+        rejections=rejections,
+        deferred=deferred,
+        planned=planned,
+        active_reservation=active_reservation,
+        contexts=contexts,
+    )
+
+
+def _admissible(
+    r: RequestRow,
+    quota: QuotaRow | None,
+    gangs: dict[tuple[str, int], int],
+    now: datetime,
+) -> Rejection | None:
+    """Why ``r`` can never be met as the pool and quotas stand, or ``None``."""
+    limit = quota.limit if quota else 0
+    if r.gpus > limit:
+        return Rejection(
+            "quota_exhausted",
+            f"It asks for {r.gpus} {r.gpu_class} GPUs and tenant {r.tenant}'s limit is {limit}; "
+            f"ask the hub operator to raise the limit, then submit again.",
+        )
+    if not r.preemptible and r.gpus > (quota.guaranteed if quota else 0):
+        return Rejection(
+            "no_guaranteed_quota",
+            f"A non-preemptible request must fit the guaranteed quota "
+            f"({quota.guaranteed if quota else 0} {r.gpu_class} GPUs); submit it as "
+            f"preemptible to borrow idle GPUs.",
+        )
+    needed = r.gpus // r.gpus_per_node
+    if gangs.get((r.gpu_class, r.gpus_per_node), 0) < needed:
+        return Rejection(
+            "too_large_for_pool",
+            f"It needs {needed} {r.gpu_class} nodes with {r.gpus_per_node} GPUs each; the pool "
+            f"has {gangs.get((r.gpu_class, r.gpus_per_node), 0)}.",
+        )
+    if r.deadline is not None and now + timedelta(seconds=r.duration_s) > r.deadline:
+        return Rejection(
+            "deadline_unreachable",
+            f"It can no longer finish by its deadline {r.deadline:%Y-%m-%d %H:%M} UTC.",
+        )
+    return None

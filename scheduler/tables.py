@@ -1,0 +1,232 @@
+"""Database tables (SQLModel ``table=True``). Only services and the cycle touch these; the API
+and the solver see their own schemas and dataclasses.
+
+Rows that operators or the cycle change concurrently carry a ``version`` column used for
+optimistic concurrency: SQLAlchemy adds ``AND version = :v`` to every UPDATE of such a row and
+raises ``StaleDataError`` when another writer got there first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Column, Index, Integer, UniqueConstraint
+from sqlalchemy.orm import declared_attr
+from sqlmodel import Field, SQLModel
+
+from scheduler.db import UTCDateTime
+
+
+def _utc(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(
+        default=None if nullable else ...,
+        sa_type=UTCDateTime,
+        nullable=nullable,
+        index=index,
+    )
+
+
+def _version_column() -> Column[int]:
+    return Column("version", Integer, nullable=False, default=1, server_default="1")
+
+
+@declared_attr  # type: ignore[misc]
+def _versioned(cls: Any) -> dict[str, Any]:
+    return {"version_id_col": cls.__table__.c.version}
+
+
+_VERSIONED: Any = _versioned
+
+
+class GpuClassRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "gpu_class"  # type: ignore[misc]
+
+    name: str = Field(primary_key=True, max_length=63)
+    description: str = Field(default="", max_length=500)
+    memory_gib: int | None = None
+    created_at: datetime = _utc()
+
+
+class NodeRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "node"  # type: ignore[misc]
+
+    name: str = Field(primary_key=True, max_length=253)
+    gpu_class: str = Field(foreign_key="gpu_class.name", index=True, max_length=63)
+    gpus: int
+    source: str = Field(default="static", max_length=20)
+    drained: bool = False
+    ready: bool = True
+    unschedulable_reason: str = Field(default="", max_length=200)
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    version: int = Field(default=1, sa_column=_version_column())
+    __mapper_args__ = _VERSIONED
+
+
+class TenantRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "tenant"  # type: ignore[misc]
+
+    name: str = Field(primary_key=True, max_length=63)
+    display_name: str = Field(default="", max_length=200)
+    weight: float = 1.0
+    priority: int = 0
+    active: bool = True
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    version: int = Field(default=1, sa_column=_version_column())
+    __mapper_args__ = _VERSIONED
+
+
+class ApiKeyRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "api_key"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(foreign_key="tenant.name", index=True, max_length=63)
+    name: str = Field(default="", max_length=100)
+    prefix: str = Field(unique=True, max_length=16)
+    secret_hash: str = Field(max_length=64)
+    created_at: datetime = _utc()
+    revoked_at: datetime | None = _utc(nullable=True)
+    last_used_at: datetime | None = _utc(nullable=True)
+
+
+class QuotaRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "quota"  # type: ignore[misc]
+
+    tenant: str = Field(foreign_key="tenant.name", primary_key=True, max_length=63)
+    gpu_class: str = Field(foreign_key="gpu_class.name", primary_key=True, max_length=63)
+    guaranteed: int = 0
+    limit: int = 0
+    budget_gpu_hours: float | None = None
+    budget_period: str = Field(default="month", max_length=10)
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    version: int = Field(default=1, sa_column=_version_column())
+    __mapper_args__ = _VERSIONED
+
+
+class RequestRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "request"  # type: ignore[misc]
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_request_idempotency"),
+        Index("ix_request_state_class", "state", "gpu_class"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(foreign_key="tenant.name", index=True, max_length=63)
+    name: str = Field(default="", max_length=200)
+    gpu_class: str = Field(max_length=63)
+    gpus: int
+    gpus_per_node: int
+    duration_s: int
+    not_before: datetime | None = _utc(nullable=True)
+    deadline: datetime | None = _utc(nullable=True)
+    priority: int = 0
+    preemptible: bool = True
+    requeue_on_preemption: bool = True
+    # The state changes in scheduler.lifecycle.transition() only, which also records the event.
+    state: str = Field(max_length=20)
+    reason_code: str | None = Field(default=None, max_length=40)
+    reason_message: str | None = Field(default=None, max_length=500)
+    planned_start: datetime | None = _utc(nullable=True)
+    planned_end: datetime | None = _utc(nullable=True)
+    first_planned_start: datetime | None = _utc(nullable=True)
+    submitted_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    started_at: datetime | None = _utc(nullable=True)
+    ended_at: datetime | None = _utc(nullable=True)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    request_hash: str | None = Field(default=None, max_length=64)
+    version: int = Field(default=1, sa_column=_version_column())
+    __mapper_args__ = _VERSIONED
+
+
+class ReservationRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "reservation"  # type: ignore[misc]
+    __table_args__ = (Index("ix_reservation_state_start", "state", "start"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    tenant: str = Field(foreign_key="tenant.name", index=True, max_length=63)
+    gpu_class: str = Field(max_length=63)
+    gpus: int
+    start: datetime = _utc()
+    end: datetime = _utc()
+    kind: str = Field(max_length=20)
+    # planned -> active -> ended; a planned one the next plan drops is deleted.
+    state: str = Field(max_length=20)
+    end_reason: str | None = Field(default=None, max_length=40)
+    ended_at: datetime | None = _utc(nullable=True)
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    version: int = Field(default=1, sa_column=_version_column())
+    __mapper_args__ = _VERSIONED
+
+
+class ReservationNodeRow(SQLModel, table=True):
+    """GPUs of one reservation on one node. No foreign key to ``node``: history outlives nodes."""
+
+    __tablename__: ClassVar[str] = "reservation_node"  # type: ignore[misc]
+
+    reservation_id: int = Field(foreign_key="reservation.id", primary_key=True, ondelete="CASCADE")
+    node: str = Field(primary_key=True, max_length=253, index=True)
+    gpus: int
+
+
+class RequestEventRow(SQLModel, table=True):
+    """What happened to a request: state changes, ETA changes, reasons, preemptions."""
+
+    __tablename__: ClassVar[str] = "request_event"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    at: datetime = _utc()
+    kind: str = Field(max_length=30)
+    from_state: str | None = Field(default=None, max_length=20)
+    to_state: str | None = Field(default=None, max_length=20)
+    message: str = Field(default="", max_length=500)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class AuditRow(SQLModel, table=True):
+    """Every operator change: who, what, the object before and after."""
+
+    __tablename__: ClassVar[str] = "audit_log"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _utc(index=True)
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=50, index=True)
+    object_type: str = Field(max_length=30)
+    object_id: str = Field(max_length=253)
+    before: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    after: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+
+
+class CycleRunRow(SQLModel, table=True):
+    """One scheduling cycle: what the planner produced and how long each phase took."""
+
+    __tablename__: ClassVar[str] = "cycle_run"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = _utc(index=True)
+    planner: str = Field(default="", max_length=20)
+    status: str = Field(default="", max_length=30)
+    objective: float | None = None
+    bound: float | None = None
+    gap: float | None = None
+    requests: int = 0
+    placed: int = 0
+    activated: int = 0
+    preempted: int = 0
+    rejected: int = 0
+    stale: int = 0
+    violations: int = 0
+    fallback: str | None = Field(default=None, max_length=500)
+    error: str | None = Field(default=None, max_length=1000)
+    advance_s: float = 0.0
+    snapshot_s: float = 0.0
+    solve_s: float = 0.0
+    validate_s: float = 0.0
+    apply_s: float = 0.0

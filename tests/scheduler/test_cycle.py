@@ -1,0 +1,164 @@
+"""The cycle's phases against a real database on simulated time."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+import solver
+from scheduler import apply as apply_phase
+from scheduler import snapshot as snapshot_phase
+from scheduler.cycle import decide, solver_config
+from scheduler.db import session_scope
+from scheduler.domain import OPERATOR
+from scheduler.services import requests as request_service
+from scheduler.tables import ReservationRow
+from tests.api.helpers import make_pool, make_tenant, ok, submit
+
+
+def test_request_cancelled_after_snapshot_is_left_alone(op, engine, settings, clock):
+    make_pool(op, nodes=1)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=8)
+    r = submit(op, acme, gpus=8)
+    with session_scope(engine, write=False) as s:
+        snap = snapshot_phase.take(s, clock.now(), settings)
+    plan, violations, _ = decide(snap.problem, solver_config(settings))
+    assert not violations and r["id"] in plan.assignments
+    ok(op.post(f"/v1/requests/{r['id']}/cancel", headers=acme))
+    with session_scope(engine) as s:
+        applied = apply_phase.apply_plan(s, snap, plan, clock.now())
+    assert applied.stale == 1 and applied.activated == 0
+    assert ok(op.get(f"/v1/requests/{r['id']}", headers=acme))["state"] == "cancelled"
+    with session_scope(engine) as s:
+        assert s.exec(select(ReservationRow).where(ReservationRow.state == "active")).all() == []
+
+
+def test_opening_rechecks_the_nodes(op, engine, settings, clock, cycle):
+    """A plan made before another reservation opened on the same node must not double-book."""
+    make_pool(op, nodes=1)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=8)
+    first = submit(op, acme, gpus=8)
+    with session_scope(engine, write=False) as s:
+        stale_snap = snapshot_phase.take(s, clock.now(), settings)
+    stale_plan, _, _ = decide(stale_snap.problem, solver_config(settings))
+    cycle()  # opens `first` on the only node
+    second = submit(op, acme, gpus=8)
+    # Replay the stale plan, pretending `second` was in it at the same place as `first`.
+    a = stale_plan.assignments[first["id"]]
+    forged = solver.Plan(
+        assignments={
+            second["id"]: solver.Assignment(second["id"], a.allocation, a.start, a.end, a.kind)
+        },
+        unplaced={},
+    )
+    with session_scope(engine, write=False) as s:
+        snap = snapshot_phase.take(s, clock.now(), settings)
+    with session_scope(engine) as s:
+        applied = apply_phase.apply_plan(s, snap, forged, clock.now())
+    assert applied.activated == 0 and applied.stale == 1
+    assert ok(op.get(f"/v1/requests/{second['id']}", headers=acme))["state"] == "pending"
+
+
+def test_invalid_plan_is_refused_and_greedy_used(op, engine, settings, clock):
+    make_pool(op, nodes=1)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=16)
+    a = submit(op, acme, gpus=8)
+    b = submit(op, acme, gpus=8)
+    with session_scope(engine, write=False) as s:
+        snap = snapshot_phase.take(s, clock.now(), settings)
+
+    def double_booking(problem: solver.Problem, config: solver.SolverConfig) -> solver.Plan:
+        alloc = (("node-0", 8),)
+        now = problem.now
+        return solver.Plan(
+            assignments={
+                r.id: solver.Assignment(
+                    r.id, alloc, now, now + r.duration_s, solver.ReservationKind.GUARANTEED
+                )
+                for r in problem.requests
+            },
+            unplaced={},
+            planner="broken",
+        )
+
+    plan, violations, why = decide(snap.problem, solver_config(settings), double_booking)
+    assert any(v.startswith("capacity") for v in violations)
+    assert why is not None and "broken plan broke" in why
+    assert plan.planner == "greedy"
+    assert solver.validate(snap.problem, plan) == []
+    assert set(plan.assignments) | set(plan.unplaced) == {a["id"], b["id"]}
+
+
+def test_drained_node_gets_no_new_reservations(op, cycle):
+    make_pool(op, nodes=2)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=16)
+    running = submit(op, acme, gpus=8)
+    cycle()
+    node = ok(op.get(f"/v1/requests/{running['id']}", headers=acme))["reservation"]["allocation"][
+        0
+    ]["node"]
+    other = "node-1" if node == "node-0" else "node-0"
+    ok(op.post(f"/v1/nodes/{other}/drain"))
+    waiting = submit(op, acme, gpus=8)
+    cycle()
+    got = ok(op.get(f"/v1/requests/{waiting['id']}", headers=acme))
+    assert got["state"] == "planned"
+    assert got["reservation"]["allocation"] == [{"node": node, "gpus": 8}]
+    assert ok(op.get(f"/v1/requests/{running['id']}", headers=acme))["state"] == "active"
+    node_view = ok(op.get(f"/v1/nodes/{other}"))
+    assert node_view["schedulable"] is False and node_view["unschedulable_reason"] == "drained"
+    ok(op.post(f"/v1/nodes/{other}/undrain"))
+    cycle()
+    assert ok(op.get(f"/v1/requests/{waiting['id']}", headers=acme))["state"] == "active"
+
+
+def test_impossible_requests_are_rejected_with_reasons(op, cycle, clock):
+    make_pool(op, nodes=2)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=32)
+    ok(op.post("/v1/gpu-classes", json={"name": "A100-40GB"}), 201)
+    ok(op.post("/v1/nodes", json={"name": "a100-0", "gpu_class": "A100-40GB", "gpus": 8}), 201)
+    over_limit = submit(op, acme, gpus=8, gpu_class="A100-40GB")  # no A100 quota: limit 0
+    too_big = submit(op, acme, gpus=24, gpus_per_node=8)  # 3 nodes of 8; the pool has 2
+    late = submit(op, acme, gpus=8, duration=3600, deadline="2026-11-23T10:30:00Z")
+    clock.advance(3600)  # now 10:00: an hour-long run can no longer end by 10:30
+    cycle()
+    reasons = {
+        rid: ok(op.get(f"/v1/requests/{rid}"))
+        for rid in (over_limit["id"], too_big["id"], late["id"])
+    }
+    assert {rid: (r["state"], r["reason"]["code"]) for rid, r in reasons.items()} == {
+        over_limit["id"]: ("rejected", "quota_exhausted"),
+        too_big["id"]: ("rejected", "too_large_for_pool"),
+        late["id"]: ("rejected", "deadline_unreachable"),
+    }
+    assert "limit is 0" in reasons[over_limit["id"]]["reason"]["message"]
+
+
+def test_not_before_beyond_horizon_waits_with_reason(op, cycle):
+    make_pool(op, nodes=1)
+    acme = make_tenant(op, "acme")
+    far = submit(op, acme, gpus=1, not_before="2026-12-20T09:00:00Z")
+    cycle()
+    got = ok(op.get(f"/v1/requests/{far['id']}"))
+    assert got["state"] == "pending"
+    assert got["reason"]["code"] == "not_before_beyond_horizon"
+
+
+def test_operator_actions_are_audited(op, engine, clock):
+    make_pool(op, nodes=1)
+    make_tenant(op, "acme")
+    ok(op.post("/v1/nodes/node-0/drain"))
+    log = ok(op.get("/v1/audit-log", params={"limit": 100}))["items"]
+    actions = [e["action"] for e in reversed(log)]
+    assert actions == [
+        "gpu_class.create",
+        "node.create",
+        "tenant.create",
+        "quota.create",
+        "api_key.issue",
+        "node.drain",
+    ]
+    drain = log[0]
+    assert drain["actor"] == "operator"
+    assert drain["before"]["drained"] is False and drain["after"]["drained"] is True
+    with session_scope(engine) as s:
+        assert request_service.list_page(s, OPERATOR, limit=10, cursor=None).items == []
