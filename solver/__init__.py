@@ -5,6 +5,7 @@ enforces it), so that it can be tested, benchmarked and replayed on its own.
 """
 
 from solver.api import SolverConfig, plan, validate
+from solver.checks import ProblemError
 from solver.model import (
     Allocation,
     Assignment,
@@ -30,6 +31,7 @@ __all__ = [
     "Plan",
     "Preemption",
     "Problem",
+    "ProblemError",
     "Quota",
     "Reason",
     "Request",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from solver.checks import check_problem
 from solver.greedy import plan_greedy
 from solver.model import Plan, Problem
 from solver.validate import Violation, check_plan
+
+PLANNERS = ("greedy", "cpsat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,12 +22,21 @@ class SolverConfig:
     relative_gap: float = 0.01
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.planner not in PLANNERS:
+            raise ValueError(f"planner: must be one of {', '.join(PLANNERS)}, got {self.planner!r}")
+        if self.time_limit_s <= 0:
+            raise ValueError(f"time_limit_s: must be positive, got {self.time_limit_s}")
+        if self.workers < 1:
+            raise ValueError(f"workers: must be at least 1, got {self.workers}")
+        if not 0 <= self.relative_gap < 1:
+            raise ValueError(f"relative_gap: must be in [0, 1), got {self.relative_gap}")
+
 
 def plan(problem: Problem, config: SolverConfig | None = None) -> Plan:
-    """Plan ``problem`` with the configured planner."""
+    """Plan ``problem`` with the configured planner (raises ``ProblemError`` on bad input)."""
     config = config or SolverConfig()
-    if config.planner != "greedy":
-        raise ValueError(f"unknown planner {config.planner!r}")
+    check_problem(problem)
     return plan_greedy(problem)
 
 

@@ -1,141 +1,169 @@
-"""Greedy list scheduling: place requests one at a time, earliest feasible start first.
+"""Greedy list scheduling: place requests one at a time at their earliest feasible start.
 
-Order: priority (high first), then fair share (decayed usage per unit of weight, low first),
-then submission time. Each request takes the earliest start at which a gang of
-``nodes_needed`` nodes of its class has ``gpus_per_node`` GPUs free for its whole duration,
-within its window, its tenant's limit and budget. Nodes are chosen best-fit (fullest first),
-which keeps whole nodes free for large gangs.
+Order: objective weight (entitled guaranteed demand first, then priority x fair share), then
+submission time, then id. Each request takes the earliest start boundary at which a gang of
+``gpus // gpus_per_node`` distinct nodes of its class has ``gpus_per_node`` GPUs free for the
+whole duration, inside its window, its tenant's limit and budget. The reservation is
+guaranteed when the tenant's guaranteed reservations still fit its guaranteed quota then,
+borrowed otherwise (a non-preemptible request searches guaranteed starts only). An entitled
+request that would wait may reclaim GPUs from running borrowed reservations of other tenants
+that have run their minimum time, when the earlier start is worth more than the preemptions
+(judged by the objective). Nodes are chosen best fit: previous nodes, then the fullest.
+
+The same routine realises a CP-SAT solution: :func:`place_in_order` with the solver's order.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections.abc import Sequence
 
+from solver.explain import explain, static_reason
+from solver.grid import build_grid
+from solver.ledger import Ledger, Placement
 from solver.model import (
     Assignment,
     Plan,
+    Preemption,
     Problem,
-    Reason,
     Request,
     ReservationKind,
     Unplaced,
     allocation_of,
 )
-from solver.profile import Profile
+from solver.objective import Weights, score, weights_of
 
 
-def _order_key(problem: Problem, r: Request) -> tuple[int, float, int, int]:
-    tenant = problem.tenants.get(r.tenant)
-    share = tenant.usage / tenant.weight if tenant and tenant.weight > 0 else 0.0
-    return (-r.priority, share, r.submitted_at, r.id)
+def greedy_order(problem: Problem, weights: Weights) -> list[Request]:
+    """The principled order: objective weight, then first come first served."""
+    return sorted(problem.requests, key=lambda r: (-weights.value[r.id], r.submitted_at, r.id))
 
 
-def plan_greedy(problem: Problem) -> Plan:
-    started = time.perf_counter()
-    node_use: dict[str, Profile] = defaultdict(Profile)
-    tenant_use: dict[tuple[str, str], Profile] = defaultdict(Profile)
-    tenant_guaranteed: dict[tuple[str, str], Profile] = defaultdict(Profile)
-    budget_used: dict[tuple[str, str], float] = defaultdict(float)
-    for run in problem.running:
-        for node, gpus in run.allocation:
-            node_use[node].add(run.start, run.end, gpus)
-        key = (run.tenant, run.gpu_class)
-        tenant_use[key].add(run.start, run.end, run.gpus)
-        if run.kind is ReservationKind.GUARANTEED:
-            tenant_guaranteed[key].add(run.start, run.end, run.gpus)
+def place_one(ledger: Ledger, req: Request, weights: Weights) -> Placement | None:
+    """The best placement of ``req`` in the current ledger, or ``None``."""
+    tenant = ledger.problem.tenants[req.tenant]
+    quota = tenant.quotas[req.gpu_class]
+    prev = ledger.problem.previous.get(req.id)
+    prefer = frozenset(n for n, _ in prev.allocation) if prev else frozenset()
+    can_guarantee = req.gpus <= quota.guaranteed
+    best: Placement | None
+    if req.preemptible:
+        best = ledger.search(req, guaranteed=False, limit=quota.limit, prefer=prefer)
+        if best is not None and can_guarantee and _guarantee_fits(ledger, req, best.slot):
+            best = Placement(req, best.slot, best.nodes, ReservationKind.GUARANTEED)
+    elif can_guarantee:
+        best = ledger.search(
+            req,
+            guaranteed=True,
+            limit=quota.limit,
+            guaranteed_cap=quota.guaranteed,
+            prefer=prefer,
+        )
+    else:
+        return None
+    entitled = req.id in weights.entitled or not req.preemptible
+    if can_guarantee and entitled and ledger.reclaimable(req.gpu_class):
+        first = ledger.grid.first_start_at_or_after(max(ledger.grid.now, req.not_before or 0))
+        hi = best.slot if best is not None else None
+        if hi is None or hi > first:
+            alt = ledger.search(
+                req,
+                guaranteed=True,
+                reclaim=True,
+                hi=hi,
+                limit=quota.limit,
+                guaranteed_cap=quota.guaranteed,
+                prefer=prefer,
+            )
+            if alt is not None and _worth(ledger, weights, req, alt, best):
+                best = alt
+    return best
 
-    nodes_by_class: dict[str, list[str]] = defaultdict(list)
-    sizes: dict[str, int] = {}
-    draining_by_class: dict[str, int] = defaultdict(int)
-    for node in problem.nodes:
-        sizes[node.name] = node.gpus
-        if node.schedulable:
-            nodes_by_class[node.gpu_class].append(node.name)
-        else:
-            draining_by_class[node.gpu_class] += 1
 
-    horizon_end = problem.now + problem.horizon_s
+def _guarantee_fits(ledger: Ledger, req: Request, slot: int) -> bool:
+    quota = ledger.problem.tenants[req.tenant].quotas[req.gpu_class]
+    _, guar = ledger.tenant_arrays(req.tenant, req.gpu_class)
+    end = int(ledger.ends(req.duration_s)[slot])
+    return int(guar[slot:end].max()) + req.gpus <= quota.guaranteed
+
+
+def _worth(
+    ledger: Ledger, weights: Weights, req: Request, alt: Placement, best: Placement | None
+) -> bool:
+    """Whether reclaiming to start at ``alt`` beats ``best`` by the objective."""
+    bounds = ledger.grid.bounds
+    gain = weights.placed(req.id, int(bounds[alt.slot]))
+    if best is not None:
+        gain -= weights.placed(req.id, int(bounds[best.slot]))
+    runs = {r.request_id: r for r in ledger.problem.running}
+    cost = sum(weights.preemption(runs[rid]) for rid in alt.preempt)
+    return gain > cost
+
+
+def place_in_order(
+    problem: Problem,
+    order: Sequence[Request],
+    weights: Weights,
+    *,
+    planner: str,
+    started: float | None = None,
+) -> Plan:
+    """Place ``order`` one by one (greedy list scheduling) and return the full plan."""
+    started = time.perf_counter() if started is None else started
+    ledger = Ledger(problem, build_grid(problem))
+    bounds = ledger.grid.bounds
     assignments: dict[int, Assignment] = {}
     unplaced: dict[int, Unplaced] = {}
-    objective = 0.0
-    for req in sorted(problem.requests, key=lambda r: _order_key(problem, r)):
-        tenant = problem.tenants.get(req.tenant)
-        quota = tenant.quotas.get(req.gpu_class) if tenant else None
-        candidates = nodes_by_class.get(req.gpu_class, [])
-        fits = [n for n in candidates if sizes[n] >= req.gpus_per_node]
-        if quota is None or quota.limit < req.gpus:
-            unplaced[req.id] = Unplaced(
-                req.id, Reason.QUOTA_EXHAUSTED, "the request is larger than the tenant's limit"
-            )
+    preemptions: list[Preemption] = []
+    for req in order:
+        why = static_reason(ledger, req)
+        if why is not None:
+            unplaced[req.id] = why
             continue
-        if not req.preemptible and quota.guaranteed < req.gpus:
-            unplaced[req.id] = Unplaced(req.id, Reason.NOT_PREEMPTIBLE_NO_GUARANTEE)
+        pl = place_one(ledger, req, weights)
+        if pl is None:
+            unplaced[req.id] = explain(ledger, req)
             continue
-        if len(fits) < req.nodes_needed:
-            reason = (
-                Reason.NODES_DRAINING
-                if draining_by_class.get(req.gpu_class)
-                else Reason.TOO_LARGE_FOR_POOL
-            )
-            unplaced[req.id] = Unplaced(req.id, reason)
-            continue
-        key = (req.tenant, req.gpu_class)
-        cost = float(req.gpus * req.duration_s)
-        if quota.budget_gpu_s is not None and budget_used[key] + cost > quota.budget_gpu_s:
-            unplaced[req.id] = Unplaced(req.id, Reason.BUDGET_EXHAUSTED)
-            continue
-        earliest = max(problem.now, req.not_before or problem.now)
-        times = {earliest}
-        for n in fits:
-            times.update(node_use[n].breakpoints_after(earliest))
-        times.update(tenant_use[key].breakpoints_after(earliest))
-        placed = False
-        blocked_by_limit = False
-        for t in sorted(times):
-            if t >= horizon_end:
-                break
-            end = t + req.duration_s
-            if req.deadline is not None and end > req.deadline:
-                break
-            if tenant_use[key].peak(t, end) + req.gpus > quota.limit:
-                blocked_by_limit = True
-                continue
-            if tenant_guaranteed[key].peak(t, end) + req.gpus <= quota.guaranteed:
-                kind = ReservationKind.GUARANTEED
-            elif req.preemptible:
-                kind = ReservationKind.BORROWED
-            else:
-                continue
-            free = [(sizes[n] - node_use[n].peak(t, end), n) for n in fits]
-            usable = sorted((f, n) for f, n in free if f >= req.gpus_per_node)
-            if len(usable) < req.nodes_needed:
-                continue
-            chosen = [n for _, n in usable[: req.nodes_needed]]
-            for n in chosen:
-                node_use[n].add(t, end, req.gpus_per_node)
-            tenant_use[key].add(t, end, req.gpus)
-            if kind is ReservationKind.GUARANTEED:
-                tenant_guaranteed[key].add(t, end, req.gpus)
-            budget_used[key] += cost
-            assignments[req.id] = Assignment(
-                req.id, allocation_of({n: req.gpus_per_node for n in chosen}), t, end, kind
-            )
-            objective -= cost * (t - problem.now)
-            placed = True
-            break
-        if not placed:
-            if req.deadline is not None:
-                reason = Reason.DEADLINE_UNREACHABLE
-            elif blocked_by_limit:
-                reason = Reason.QUOTA_EXHAUSTED
-            else:
-                reason = Reason.CAPACITY_BUSY
-            unplaced[req.id] = Unplaced(req.id, reason)
-    return Plan(
+        ledger.commit(pl)
+        pool = ledger.pools[req.gpu_class]
+        start = int(bounds[pl.slot])
+        assignments[req.id] = Assignment(
+            req.id,
+            allocation_of({pool.nodes[i]: req.gpus_per_node for i in pl.nodes}),
+            start,
+            start + req.duration_s,
+            pl.kind,
+        )
+        preemptions.extend(Preemption(rid, start, req.tenant) for rid in pl.preempt)
+    plan = Plan(
         assignments=assignments,
         unplaced=unplaced,
-        planner="greedy",
-        objective=objective,
+        preemptions=tuple(preemptions),
+        status="FEASIBLE",
+        planner=planner,
+    )
+    return _finish(problem, plan, weights, started)
+
+
+def _finish(problem: Problem, plan: Plan, weights: Weights, started: float) -> Plan:
+    return Plan(
+        assignments=plan.assignments,
+        unplaced=plan.unplaced,
+        preemptions=plan.preemptions,
+        status=plan.status,
+        planner=plan.planner,
+        objective=float(score(problem, plan, weights)),
+        bound=plan.bound,
+        gap=plan.gap,
         solve_time_s=time.perf_counter() - started,
+        notes=plan.notes,
+    )
+
+
+def plan_greedy(problem: Problem, weights: Weights | None = None) -> Plan:
+    """The greedy plan of ``problem`` (no bound: greedy proves nothing)."""
+    started = time.perf_counter()
+    weights = weights or weights_of(problem)
+    return place_in_order(
+        problem, greedy_order(problem, weights), weights, planner="greedy", started=started
     )

@@ -47,6 +47,7 @@ class Reason(StrEnum):
     DEADLINE_UNREACHABLE = "deadline_unreachable"
     NODES_DRAINING = "nodes_draining"
     NOT_PREEMPTIBLE_NO_GUARANTEE = "no_guaranteed_quota"
+    BEYOND_HORIZON = "beyond_horizon"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from tests.api.helpers import make_pool, make_tenant, ok, submit
 def test_submit_plan_isolate_cancel(op, cycle, clock):
     make_pool(op, nodes=2, gpus=8)
     acme = make_tenant(op, "acme", guaranteed=8, limit=16)
-    rival = make_tenant(op, "rival", guaranteed=8, limit=16)
+    rival = make_tenant(op, "rival", guaranteed=0, limit=16)
 
     first = submit(op, acme, gpus=16, gpus_per_node=8, duration=7200)
     assert first["state"] == "pending"
