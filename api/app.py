@@ -15,6 +15,7 @@ from api.routers import health, inventory, plan, requests, tenants
 from scheduler import migrate
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import make_engine
+from scheduler.leader import LeaderLease
 from scheduler.runner import CycleRunner
 from scheduler.settings import Settings
 
@@ -57,7 +58,8 @@ def create_app(
     check_settings(settings)
     engine = engine or make_engine(settings.database_url)
     clock = clock or SystemClock()
-    runner = CycleRunner(engine, settings, clock)
+    lease = LeaderLease(engine, ttl_s=settings.lease_ttl_s) if run_cycles else None
+    runner = CycleRunner(engine, settings, clock, lease=lease)
     ctx = AppContext(settings=settings, engine=engine, clock=clock, runner=runner)
 
     @asynccontextmanager

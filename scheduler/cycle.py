@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 import solver
 from scheduler import apply as apply_phase
+from scheduler import fairshare
 from scheduler import snapshot as snapshot_phase
 from scheduler.clock import Clock
 from scheduler.db import session_scope
@@ -82,12 +84,30 @@ def decide(
     return empty, [str(v) for v in violations], why
 
 
-def run_cycle(engine: Engine, settings: Settings, clock: Clock) -> CycleResult:
-    """Run one cycle now and record it."""
+class NotLeader(RuntimeError):
+    """This replica does not hold the leader lease (any more): the cycle wrote nothing."""
+
+
+Fence = Callable[[Session], bool]
+
+
+def _check(fence: Fence | None, session: Session) -> None:
+    if fence is not None and not fence(session):
+        raise NotLeader("the leader lease is held by another replica")
+
+
+def run_cycle(
+    engine: Engine, settings: Settings, clock: Clock, *, fence: Fence | None = None
+) -> CycleResult:
+    """Run one cycle now and record it. ``fence`` is checked inside each write transaction;
+    when it fails, the transaction rolls back and :class:`NotLeader` is raised."""
     result = CycleResult(started_at=clock.now())
     t0 = time.perf_counter()
     with session_scope(engine) as session:
-        apply_phase.close_ended(session, clock.now())
+        _check(fence, session)
+        now = clock.now()
+        apply_phase.close_ended(session, now)
+        fairshare.accrue(session, now, settings.fair_share_half_life_s)
     t1 = time.perf_counter()
     with session_scope(engine, write=False) as session:
         snap = snapshot_phase.take(session, clock.now(), settings)
@@ -106,6 +126,7 @@ def run_cycle(engine: Engine, settings: Settings, clock: Clock) -> CycleResult:
     if plan.status == "REFUSED":
         result.error = fallback
     with session_scope(engine) as session:
+        _check(fence, session)
         now = clock.now()
         if plan.status != "REFUSED":
             result.applied = apply_phase.apply_plan(session, snap, plan, now)

@@ -8,7 +8,8 @@ The API maps them to RFC 9457 problem+json in one place (``api.errors``); the CL
     ├── NotFound            404  no such object, or not visible to the caller
     ├── Conflict            409
     │   ├── AlreadyExists   409  a name is taken
-    │   └── InvalidState    409  the object's state does not allow the operation
+    │   ├── InvalidState    409  the object's state does not allow the operation
+    │   └── NoRoom          409  the plan has no room for the change (an extension)
     ├── Unauthorized        401  missing, unknown or revoked credentials
     ├── Forbidden           403  valid credentials without the right role
     ├── RateLimited         429  too many requests for this key (``retry_after_s``)
@@ -69,6 +70,11 @@ class AlreadyExists(Conflict):
 class InvalidState(Conflict):
     code = "invalid_state"
     title = "Invalid state"
+
+
+class NoRoom(Conflict):
+    code = "no_room"
+    title = "No room in the plan"
 
 
 class Unauthorized(GpupoolError):

@@ -1,17 +1,24 @@
 """Runs cycles in a background thread: on events (debounced), at the next planned start or
-window end, and on a timer. The solve happens here, off the API's event loop."""
+window end, on a timer, and when another replica asks. The solve happens here, off the API's
+event loop.
+
+With a :class:`~scheduler.leader.LeaderLease`, only the replica holding the lease runs cycles;
+a heartbeat thread renews it (or tries to take it) every third of its time-to-live.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
 from scheduler.clock import Clock
-from scheduler.cycle import CycleResult, run_cycle
+from scheduler.cycle import CycleResult, NotLeader, run_cycle
+from scheduler.leader import LeaderLease
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,30 +31,48 @@ class CycleRunner:
         settings: Settings,
         clock: Clock,
         *,
+        lease: LeaderLease | None = None,
         on_result: Callable[[CycleResult], None] | None = None,
     ) -> None:
         self._engine = engine
         self._settings = settings
         self._clock = clock
+        self.lease = lease
         self._on_result = on_result
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._next_event: datetime | None = None
+        self._last_started_wall = datetime.fromtimestamp(0, UTC)
+        self._last_started_mono = 0.0
+        self._became_leader = threading.Event()
         self.last_result: CycleResult | None = None
         self.cycles = 0
         self.failures = 0
 
+    @property
+    def is_leader(self) -> bool:
+        return self.lease is None or self.lease.term is not None
+
     def trigger(self, reason: str = "") -> None:
-        """Ask for a cycle soon (after the debounce); cheap and thread-safe."""
+        """Ask for a cycle soon (after the debounce); cheap and thread-safe. On a follower the
+        request goes to the leader through the database."""
         log.debug("cycle requested: %s", reason)
         self._wake.set()
+        if self.lease is not None and not self.is_leader:
+            try:
+                self.lease.request_replan()
+            except Exception:  # the leader's timer still picks the change up
+                log.warning("could not signal the leader", exc_info=True)
 
     def run_once(self) -> CycleResult:
         """Run one cycle in the calling thread (tests, the simulator, the loop below)."""
+        fence = self.lease.fence if self.lease is not None else None
         with self._lock:
-            result = run_cycle(self._engine, self._settings, self._clock)
+            self._last_started_wall = datetime.now(UTC)
+            self._last_started_mono = time.monotonic()
+            result = run_cycle(self._engine, self._settings, self._clock, fence=fence)
             self.cycles += 1
             self.last_result = result
             self._next_event = result.next_event
@@ -56,24 +81,69 @@ class CycleRunner:
         return result
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="gpupool-cycle", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name="gpupool-cycle", daemon=True)]
+        if self.lease is not None:
+            self._threads.append(
+                threading.Thread(target=self._heartbeat, name="gpupool-lease", daemon=True)
+            )
+        for t in self._threads:
+            t.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
+        if self.lease is not None:
+            try:
+                self.lease.release()
+            except Exception:
+                log.warning("could not release the leader lease", exc_info=True)
+
+    def _heartbeat(self) -> None:
+        assert self.lease is not None
+        interval = self.lease.ttl.total_seconds() / 3
+        while not self._stop.is_set():
+            was = self.is_leader
+            try:
+                now_leader = self.lease.acquire_or_renew()
+            except Exception:
+                log.warning("lease renewal failed", exc_info=True)
+                self.lease.term = None
+                now_leader = False
+            if now_leader and not was:
+                log.info("this replica (%s) now runs the cycles", self.lease.identity)
+                self._became_leader.set()
+                self._wake.set()
+            elif was and not now_leader:
+                log.warning("this replica lost the leader lease")
+            self._stop.wait(interval)
+
+    def _due(self) -> bool:
+        """A cycle is due without a local trigger: the timer, a planned event, or a request
+        from another replica."""
+        if time.monotonic() - self._last_started_mono >= self._settings.cycle_interval_s:
+            return True
+        if self._next_event is not None and self._clock.now() >= self._next_event:
+            return True
+        if self.lease is not None:
+            try:
+                return self.lease.replan_requested_after(self._last_started_wall)
+            except Exception:
+                return False
+        return False
 
     def _timeout(self) -> float:
         wait = self._settings.cycle_interval_s
         if self._next_event is not None:
             until = (self._next_event - self._clock.now()).total_seconds()
             wait = min(wait, max(until, 0.0) + 0.05)
+        if self.lease is not None:
+            wait = min(wait, 1.0)  # poll for other replicas' requests
         return wait
 
     def _loop(self) -> None:
@@ -82,6 +152,12 @@ class CycleRunner:
             woke = self._wake.wait(self._timeout())
             if self._stop.is_set():
                 break
+            if not self.is_leader:
+                self._wake.clear()
+                continue
+            if not (woke or self._became_leader.is_set() or self._due()):
+                continue
+            self._became_leader.clear()
             if woke and self._settings.cycle_debounce_s > 0:
                 # Let a burst of submits land before planning them together.
                 self._stop.wait(self._settings.cycle_debounce_s)
@@ -89,6 +165,8 @@ class CycleRunner:
             try:
                 self.run_once()
                 backoff = 1.0
+            except NotLeader:
+                log.warning("cycle abandoned: the lease was lost during the cycle")
             except Exception:
                 self.failures += 1
                 log.exception("cycle failed; retrying in %.0f s", backoff)

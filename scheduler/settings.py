@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     min_runtime_s: int = Field(
         600, ge=0, description="Borrowed reservations run at least this long before reclaim."
     )
+    fair_share_half_life_s: float = Field(
+        7 * 24 * 3600, gt=0, description="Half-life of decayed usage (fair-share)."
+    )
+    lease_ttl_s: float = Field(
+        10.0, gt=0, description="Leader lease time-to-live; a dead leader is replaced after it."
+    )
     solver: str = Field("greedy", description="Planner: greedy or cpsat.")
     solver_time_limit_s: float = Field(5.0, gt=0)
     solver_workers: int = Field(2, ge=1)

@@ -9,10 +9,9 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, col, select
 
 import solver
-from scheduler import reasons
-from scheduler.budget import overlap_s, period_start
+from scheduler import budget, reasons
 from scheduler.clock import to_epoch
-from scheduler.domain import WAITING_STATES, BudgetPeriod, ReservationState
+from scheduler.domain import WAITING_STATES, ReservationState
 from scheduler.settings import Settings
 from scheduler.tables import (
     NodeRow,
@@ -21,6 +20,7 @@ from scheduler.tables import (
     ReservationNodeRow,
     ReservationRow,
     TenantRow,
+    TenantUsageRow,
 )
 
 
@@ -64,22 +64,6 @@ def _allocations(session: Session, reservation_ids: list[int]) -> dict[int, dict
     return out
 
 
-def _charged_gpu_s(
-    reservations: list[ReservationRow], quotas: dict[tuple[str, str], QuotaRow], now: datetime
-) -> dict[tuple[str, str], float]:
-    """GPU-seconds each tenant/class has spent or committed in its current budget period:
-    ended reservations by the time they held GPUs, open ones through their planned end."""
-    out: dict[tuple[str, str], float] = defaultdict(float)
-    for r in reservations:
-        quota = quotas.get((r.tenant, r.gpu_class))
-        if quota is None or quota.budget_gpu_hours is None:
-            continue
-        lo = period_start(BudgetPeriod(quota.budget_period), now)
-        end = r.end if r.state == ReservationState.ACTIVE.value else (r.ended_at or r.end)
-        out[(r.tenant, r.gpu_class)] += r.gpus * overlap_s(r.start, min(end, r.end), lo)
-    return out
-
-
 def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
     now_s = to_epoch(now)
     horizon_end = now + timedelta(seconds=settings.horizon_s)
@@ -102,24 +86,9 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
             )
         )
     )
-    lo = min(
-        (period_start(BudgetPeriod(q.budget_period), now) for q in quota_rows.values()),
-        default=now,
-    )
-    ended_in_period = list(
-        session.exec(
-            select(ReservationRow).where(
-                ReservationRow.state == ReservationState.ENDED.value,
-                col(ReservationRow.end) > lo,
-            )
-        )
-    )
     allocations = _allocations(session, [r.id for r in live if r.id is not None])
-    charged = _charged_gpu_s(
-        ended_in_period + [r for r in live if r.state == ReservationState.ACTIVE.value],
-        quota_rows,
-        now,
-    )
+    budgets = budget.statuses(session, now, list(quota_rows.values()))
+    usage = {u.tenant: u.decayed_gpu_s for u in session.exec(select(TenantUsageRow))}
 
     problem_tenants: dict[str, solver.Tenant] = {}
     for name, t in tenants.items():
@@ -127,11 +96,12 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
         for (tenant, cls), q in quota_rows.items():
             if tenant != name:
                 continue
-            left = None
-            if q.budget_gpu_hours is not None:
-                left = max(0.0, q.budget_gpu_hours * 3600 - charged.get((tenant, cls), 0.0))
+            status = budgets.get((tenant, cls))
+            left = status.left_gpu_h * 3600 if status is not None else None
             quotas[cls] = solver.Quota(q.guaranteed, q.limit, left)
-        problem_tenants[name] = solver.Tenant(name=name, quotas=quotas, weight=t.weight)
+        problem_tenants[name] = solver.Tenant(
+            name=name, quotas=quotas, weight=t.weight, usage=usage.get(name, 0.0)
+        )
 
     biggest_gangs: dict[tuple[str, int], int] = defaultdict(int)
     for n in nodes:
@@ -154,8 +124,8 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
             limit=quota.limit if quota else 0,
             guaranteed=quota.guaranteed if quota else 0,
             budget_left_gpu_h=(
-                problem_tenants[r.tenant].quotas[r.gpu_class].budget_gpu_s / 3600  # type: ignore[operator]
-                if quota and quota.budget_gpu_hours is not None and r.tenant in problem_tenants
+                budgets[(r.tenant, r.gpu_class)].left_gpu_h
+                if (r.tenant, r.gpu_class) in budgets
                 else None
             ),
             need_gpu_h=r.gpus * r.duration_s / 3600,

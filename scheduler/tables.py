@@ -230,3 +230,48 @@ class CycleRunRow(SQLModel, table=True):
     solve_s: float = 0.0
     validate_s: float = 0.0
     apply_s: float = 0.0
+
+
+class TenantUsageRow(SQLModel, table=True):
+    """Decayed GPU-seconds per tenant (the fair-share input), brought up to date each cycle.
+
+    ``decayed_gpu_s`` is the usage as of ``as_of``: every GPU-second held at time t counts
+    ``2 ** (-(as_of - t) / half_life)``, as Slurm's fair-share decay does.
+    """
+
+    __tablename__: ClassVar[str] = "tenant_usage"  # type: ignore[misc]
+
+    tenant: str = Field(foreign_key="tenant.name", primary_key=True, max_length=63)
+    decayed_gpu_s: float = 0.0
+    total_gpu_s: float = 0.0
+    as_of: datetime = _utc()
+
+
+class BudgetTopUpRow(SQLModel, table=True):
+    """GPU-hours an operator added to one budget period of a tenant's quota."""
+
+    __tablename__: ClassVar[str] = "budget_top_up"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(foreign_key="tenant.name", index=True, max_length=63)
+    gpu_class: str = Field(max_length=63)
+    period_start: datetime = _utc()
+    gpu_hours: float
+    at: datetime = _utc()
+    actor: str = Field(max_length=100)
+    note: str = Field(default="", max_length=500)
+
+
+class LeaderLeaseRow(SQLModel, table=True):
+    """Which replica runs cycles. A replica holds the lease while it renews it before
+    ``expires_at``; ``term`` grows with every change of holder and fences stale leaders."""
+
+    __tablename__: ClassVar[str] = "leader_lease"  # type: ignore[misc]
+
+    name: str = Field(primary_key=True, max_length=40)
+    holder: str = Field(default="", max_length=200)
+    term: int = 0
+    acquired_at: datetime | None = _utc(nullable=True)
+    renewed_at: datetime | None = _utc(nullable=True)
+    expires_at: datetime | None = _utc(nullable=True)
+    replan_requested_at: datetime | None = _utc(nullable=True)

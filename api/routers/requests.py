@@ -9,9 +9,16 @@ from fastapi import APIRouter, Header, Query, Response, status
 from api.deps import Ctx, User
 from api.routers.params import Cursor, Limit
 from api.schemas.common import ClassName, Page, TenantName
-from api.schemas.requests import CompleteBody, EventPublic, RequestCreate, RequestPublic
+from api.schemas.requests import (
+    CompleteBody,
+    EventPublic,
+    ExplainPublic,
+    ExtendBody,
+    RequestCreate,
+    RequestPublic,
+)
 from scheduler.domain import RequestState
-from scheduler.services import requests
+from scheduler.services import explain, extend, requests
 
 router = APIRouter(prefix="/v1", tags=["requests"])
 
@@ -82,7 +89,33 @@ def list_requests(
 def get_request(request_id: int, ctx: Ctx, who: User) -> RequestPublic:
     with ctx.read() as s:
         row = requests.get_visible(s, who, request_id)
-        return RequestPublic.of(row, requests.current_reservation(s, request_id))
+        return RequestPublic.of(
+            row, requests.current_reservation(s, request_id), explain.queue_position(s, row)
+        )
+
+
+@router.get(
+    "/requests/{request_id}/explain",
+    response_model=ExplainPublic,
+    summary="Why it waits: the binding constraint and who holds the GPUs",
+)
+def explain_request(request_id: int, ctx: Ctx, who: User) -> ExplainPublic:
+    with ctx.read() as s:
+        return ExplainPublic.of(explain.explain(s, who, ctx.clock.now(), ctx.settings, request_id))
+
+
+@router.post(
+    "/requests/{request_id}/extend",
+    response_model=RequestPublic,
+    summary="Keep an active window open longer, if the plan has room",
+    responses={409: {"description": "No room in the plan, or the request is not active"}},
+)
+def extend_request(request_id: int, body: ExtendBody, ctx: Ctx, who: User) -> RequestPublic:
+    with ctx.write() as s:
+        row = extend.extend(s, who, ctx.clock.now(), ctx.settings, request_id, body.duration)
+        out = RequestPublic.of(row, requests.current_reservation(s, request_id))
+    ctx.replan("window extended")
+    return out
 
 
 @router.get("/requests/{request_id}/events", response_model=list[EventPublic])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from datetime import datetime
 
-from api.deps import Ctx, Operator
+from fastapi import APIRouter, Response, status
+from sqlmodel import Session
+
+from api.deps import Ctx, Operator, User
 from api.routers.params import Cursor, Limit
 from api.schemas.common import ClassName, Page, TenantName
 from api.schemas.tenants import (
@@ -16,8 +19,11 @@ from api.schemas.tenants import (
     TenantCreate,
     TenantPublic,
     TenantUpdate,
+    TopUp,
 )
+from scheduler import budget
 from scheduler.services import api_keys, quotas, tenants
+from scheduler.tables import QuotaRow
 
 router = APIRouter(prefix="/v1", tags=["tenants"])
 
@@ -102,23 +108,50 @@ def set_quota(
     name: TenantName, gpu_class: ClassName, body: QuotaSet, ctx: Ctx, who: Operator
 ) -> QuotaPublic:
     with ctx.write() as s:
-        row = quotas.set_quota(s, who, ctx.clock.now(), name, gpu_class, **body.model_dump())
-        out = QuotaPublic.of(row)
+        now = ctx.clock.now()
+        row = quotas.set_quota(s, who, now, name, gpu_class, **body.model_dump())
+        out = _quota_public(s, row, now)
     ctx.replan("quota changed")
     return out
+
+
+@router.post(
+    "/tenants/{name}/quotas/{gpu_class}/top-up",
+    response_model=QuotaPublic,
+    summary="Add GPU-hours to this budget period",
+)
+def top_up(
+    name: TenantName, gpu_class: ClassName, body: TopUp, ctx: Ctx, who: Operator
+) -> QuotaPublic:
+    with ctx.write() as s:
+        now = ctx.clock.now()
+        row = quotas.top_up(s, who, now, name, gpu_class, gpu_hours=body.gpu_hours, note=body.note)
+        out = _quota_public(s, row, now)
+    ctx.replan("budget topped up")
+    return out
+
+
+def _quota_public(s: Session, row: QuotaRow, now: datetime) -> QuotaPublic:
+    status = budget.statuses(s, now, [row]).get((row.tenant, row.gpu_class))
+    return QuotaPublic.of(row, status)
+
+
+def _quotas_public(s: Session, rows: list[QuotaRow], now: datetime) -> list[QuotaPublic]:
+    statuses = budget.statuses(s, now, rows)
+    return [QuotaPublic.of(q, statuses.get((q.tenant, q.gpu_class))) for q in rows]
 
 
 @router.get("/tenants/{name}/quotas", response_model=list[QuotaPublic])
 def list_tenant_quotas(name: TenantName, ctx: Ctx, who: Operator) -> list[QuotaPublic]:
     with ctx.read() as s:
         tenants.get(s, name)
-        return [QuotaPublic.of(q) for q in quotas.list_all(s, tenant=name)]
+        return _quotas_public(s, quotas.list_all(s, tenant=name), ctx.clock.now())
 
 
 @router.get("/tenants/{name}/quotas/{gpu_class}", response_model=QuotaPublic)
 def get_quota(name: TenantName, gpu_class: ClassName, ctx: Ctx, who: Operator) -> QuotaPublic:
     with ctx.read() as s:
-        return QuotaPublic.of(quotas.get(s, name, gpu_class))
+        return _quota_public(s, quotas.get(s, name, gpu_class), ctx.clock.now())
 
 
 @router.delete("/tenants/{name}/quotas/{gpu_class}", status_code=status.HTTP_204_NO_CONTENT)
@@ -129,7 +162,14 @@ def delete_quota(name: TenantName, gpu_class: ClassName, ctx: Ctx, who: Operator
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/quotas", response_model=list[QuotaPublic], summary="All quotas")
-def list_quotas(ctx: Ctx, who: Operator, gpu_class: ClassName | None = None) -> list[QuotaPublic]:
+@router.get(
+    "/quotas",
+    response_model=list[QuotaPublic],
+    summary="Quotas with this period's budget (a tenant sees its own)",
+)
+def list_quotas(ctx: Ctx, who: User, gpu_class: ClassName | None = None) -> list[QuotaPublic]:
     with ctx.read() as s:
-        return [QuotaPublic.of(q) for q in quotas.list_all(s, gpu_class=gpu_class)]
+        rows = quotas.list_all(
+            s, gpu_class=gpu_class, tenant=None if who.is_operator else who.tenant
+        )
+        return _quotas_public(s, rows, ctx.clock.now())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.schemas.requests import ReservationPublic
 from scheduler.tables import AuditRow, CycleRunRow
@@ -55,3 +55,13 @@ class AuditPublic(BaseModel):
     @classmethod
     def of(cls, row: AuditRow) -> AuditPublic:
         return cls.model_validate(row, from_attributes=True)
+
+
+class SchedulerStatus(BaseModel):
+    replica: str = Field(description="This server process.")
+    is_leader: bool = Field(description="Whether this replica runs the cycles.")
+    leader: str | None = Field(description="The replica holding the leader lease.")
+    term: int | None = Field(description="Grows with every change of leader.")
+    lease_expires_at: datetime | None
+    cycles_run_here: int
+    last_cycle: CyclePublic | None

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.schemas.common import ClassName, Strict, TenantName
+from scheduler.services.explain import Explanation, QueuePosition
 from scheduler.services.requests import NewRequest, ReservationView
 from scheduler.tables import RequestEventRow, RequestRow
 
@@ -124,9 +125,17 @@ class RequestPublic(BaseModel):
     ended_at: datetime | None
     updated_at: datetime
     reservation: ReservationPublic | None
+    queue_position: QueuePositionPublic | None = Field(
+        None, description="For a waiting request (single-request reads only)."
+    )
 
     @classmethod
-    def of(cls, row: RequestRow, reservation: ReservationView | None) -> RequestPublic:
+    def of(
+        cls,
+        row: RequestRow,
+        reservation: ReservationView | None,
+        queue: QueuePosition | None = None,
+    ) -> RequestPublic:
         return cls(
             id=row.id or 0,
             tenant=row.tenant,
@@ -153,6 +162,13 @@ class RequestPublic(BaseModel):
             ended_at=row.ended_at,
             updated_at=row.updated_at,
             reservation=ReservationPublic.of(reservation) if reservation else None,
+            queue_position=QueuePositionPublic(
+                tenant=queue.tenant,
+                gpu_class=queue.gpu_class,
+                waiting_in_class=queue.waiting_in_class,
+            )
+            if queue
+            else None,
         )
 
 
@@ -171,3 +187,77 @@ class EventPublic(BaseModel):
     @classmethod
     def of(cls, row: RequestEventRow) -> EventPublic:
         return cls.model_validate(row, from_attributes=True)
+
+
+class ExtendBody(Strict):
+    duration: timedelta = Field(
+        description="How much longer the window stays open: seconds or ISO 8601 (`PT2H`).",
+        examples=[3600, "PT2H"],
+    )
+
+
+class QueuePositionPublic(BaseModel):
+    tenant: int = Field(description="1 = next among the tenant's own waiting requests.")
+    gpu_class: int = Field(description="1 = next among all waiting requests of the class.")
+    waiting_in_class: int
+
+
+class HolderPublic(BaseModel):
+    tenant: str
+    gpus: int
+    until: datetime
+    request_ids: list[int] = Field(
+        description="Only the caller's own requests (all of them for the operator)."
+    )
+
+
+class BindingPublic(BaseModel):
+    kind: str = Field(description="capacity, quota_limit, budget, not_before, nodes_unavailable")
+    detail: str
+    nodes: list[str]
+    until: datetime | None
+    holders: list[HolderPublic]
+
+
+class ExplainPublic(BaseModel):
+    request_id: int
+    state: str
+    reason: Reason | None
+    planned_start: datetime | None
+    earliest_allowed: datetime = Field(description="now, or not_before if later")
+    bindings: list[BindingPublic] = Field(description="What keeps it from starting earlier.")
+    queue_position: QueuePositionPublic | None
+
+    @classmethod
+    def of(cls, e: Explanation) -> ExplainPublic:
+        return cls(
+            request_id=e.request_id,
+            state=e.state,
+            reason=Reason(code=e.reason_code, message=e.reason_message or "")
+            if e.reason_code
+            else None,
+            planned_start=e.planned_start,
+            earliest_allowed=e.earliest_allowed,
+            bindings=[
+                BindingPublic(
+                    kind=b.kind,
+                    detail=b.detail,
+                    nodes=b.nodes,
+                    until=b.until,
+                    holders=[
+                        HolderPublic(
+                            tenant=h.tenant, gpus=h.gpus, until=h.until, request_ids=h.request_ids
+                        )
+                        for h in b.holders
+                    ],
+                )
+                for b in e.bindings
+            ],
+            queue_position=QueuePositionPublic(
+                tenant=e.queue.tenant,
+                gpu_class=e.queue.gpu_class,
+                waiting_in_class=e.queue.waiting_in_class,
+            )
+            if e.queue
+            else None,
+        )

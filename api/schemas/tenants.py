@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from api.schemas.common import ClassName, Strict, TenantName
+from scheduler.budget import BudgetStatus
 from scheduler.domain import BudgetPeriod
 from scheduler.tables import ApiKeyRow, QuotaRow, TenantRow
 
@@ -72,6 +73,30 @@ class QuotaSet(Strict):
     budget_period: BudgetPeriod = BudgetPeriod.MONTH
 
 
+class BudgetPublic(BaseModel):
+    period_start: datetime
+    period_end: datetime
+    budget_gpu_hours: float
+    top_up_gpu_hours: float = Field(description="Added by operators this period.")
+    used_gpu_hours: float = Field(description="GPU-hours held so far this period.")
+    committed_gpu_hours: float = Field(
+        description="Used, plus open reservations through their planned end."
+    )
+    left_gpu_hours: float = Field(description="What may still be planned this period.")
+
+    @classmethod
+    def of(cls, status: BudgetStatus) -> BudgetPublic:
+        return cls(
+            period_start=status.period_start,
+            period_end=status.period_end,
+            budget_gpu_hours=status.budget_gpu_h,
+            top_up_gpu_hours=status.top_up_gpu_h,
+            used_gpu_hours=round(status.used_gpu_h, 6),
+            committed_gpu_hours=round(status.committed_gpu_h, 6),
+            left_gpu_hours=round(status.left_gpu_h, 6),
+        )
+
+
 class QuotaPublic(BaseModel):
     tenant: str
     gpu_class: str
@@ -80,10 +105,18 @@ class QuotaPublic(BaseModel):
     budget_gpu_hours: float | None
     budget_period: str
     updated_at: datetime
+    budget: BudgetPublic | None = Field(None, description="This period's budget, if one is set.")
 
     @classmethod
-    def of(cls, row: QuotaRow) -> QuotaPublic:
-        return cls.model_validate(row, from_attributes=True)
+    def of(cls, row: QuotaRow, status: BudgetStatus | None = None) -> QuotaPublic:
+        out = cls.model_validate(row, from_attributes=True)
+        out.budget = BudgetPublic.of(status) if status is not None else None
+        return out
+
+
+class TopUp(Strict):
+    gpu_hours: float = Field(gt=0, le=10_000_000, description="GPU-hours to add this period.")
+    note: str = Field("", max_length=500)
 
 
 class QuotaPath(BaseModel):

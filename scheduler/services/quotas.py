@@ -12,11 +12,12 @@ from datetime import datetime
 
 from sqlmodel import Session, col, func, select
 
+from scheduler import budget
 from scheduler.domain import BudgetPeriod, Principal
-from scheduler.errors import InvalidInput, NotFound
+from scheduler.errors import InvalidInput, InvalidState, NotFound
 from scheduler.services import audit, gpu_classes
 from scheduler.services.tenants import get as get_tenant
-from scheduler.tables import GpuClassRow, QuotaRow
+from scheduler.tables import BudgetTopUpRow, GpuClassRow, QuotaRow
 
 
 def set_quota(
@@ -93,3 +94,45 @@ def delete(session: Session, who: Principal, now: datetime, tenant: str, gpu_cla
     before = audit.as_dict(row)
     session.delete(row)
     audit.record(session, who, now, "quota.delete", "quota", f"{tenant}/{gpu_class}", before, None)
+
+
+def top_up(
+    session: Session,
+    who: Principal,
+    now: datetime,
+    tenant: str,
+    gpu_class: str,
+    *,
+    gpu_hours: float,
+    note: str = "",
+) -> QuotaRow:
+    """Add GPU-hours to the current budget period of a quota that has a budget."""
+    row = get(session, tenant, gpu_class)
+    if row.budget_gpu_hours is None:
+        raise InvalidState(
+            f"the {gpu_class} quota of {tenant!r} has no budget; set budget_gpu_hours first"
+        )
+    start = budget.period_start(BudgetPeriod(row.budget_period), now)
+    session.add(
+        BudgetTopUpRow(
+            tenant=tenant,
+            gpu_class=gpu_class,
+            period_start=start,
+            gpu_hours=gpu_hours,
+            at=now,
+            actor=who.actor,
+            note=note,
+        )
+    )
+    audit.record(
+        session,
+        who,
+        now,
+        "quota.top_up",
+        "quota",
+        f"{tenant}/{gpu_class}",
+        None,
+        {"gpu_hours": gpu_hours, "period_start": start.isoformat(), "note": note},
+    )
+    session.flush()
+    return row

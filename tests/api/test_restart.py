@@ -26,7 +26,7 @@ def test_state_survives_restart(tmp_path):
         httpx.post(f"{base}/v1/tenants", json={"name": "acme"}, headers=op).raise_for_status()
         httpx.put(
             f"{base}/v1/tenants/acme/quotas/H100-80GB",
-            json={"guaranteed": 8, "limit": 16},
+            json={"guaranteed": 16, "limit": 16},
             headers=op,
         ).raise_for_status()
         key = httpx.post(f"{base}/v1/tenants/acme/api-keys", json={}, headers=op).json()["token"]

@@ -1,0 +1,153 @@
+"""One replica runs cycles: a lease row with an expiry, renewed by its holder.
+
+Any number of server processes may share one database; the API answers on all of them.
+The holder renews the lease every few seconds; when it dies, the lease expires and another
+replica takes it (within ``ttl_s`` plus one poll). Every change of holder bumps ``term``, and
+the apply phase checks the lease inside its own transaction (``fence``), so a replica that
+lost the lease while it was solving cannot write a stale plan.
+
+Lease times use the wall clock of the replicas (keep them NTP-synchronised), never the
+injectable clock of the cycle, which may be simulated.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from scheduler.db import session_scope
+from scheduler.tables import LeaderLeaseRow
+
+LEASE_NAME = "cycle"
+
+
+def replica_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _wall() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    holder: str
+    term: int
+    expires_at: datetime | None
+
+
+class LeaderLease:
+    def __init__(self, engine: Engine, identity: str | None = None, *, ttl_s: float = 10.0) -> None:
+        self.engine = engine
+        self.identity = identity or replica_identity()
+        self.ttl = timedelta(seconds=ttl_s)
+        self.term: int | None = None
+        self._last_signal: datetime | None = None
+
+    def _ensure_row(self, session: Session) -> None:
+        if session.get(LeaderLeaseRow, LEASE_NAME) is None:
+            try:
+                with session.begin_nested():
+                    session.add(LeaderLeaseRow(name=LEASE_NAME))
+                    session.flush()
+            except IntegrityError:
+                pass  # another replica created it first
+
+    def acquire_or_renew(self) -> bool:
+        """Take the lease if it is free or expired, renew it if it is ours; True if we hold it."""
+        now = _wall()
+        with session_scope(self.engine) as session:
+            self._ensure_row(session)
+            row = session.get(LeaderLeaseRow, LEASE_NAME, populate_existing=True)
+            assert row is not None
+            mine = row.holder == self.identity
+            free = not row.holder or row.expires_at is None or row.expires_at <= now
+            if not (mine or free):
+                self.term = None
+                return False
+            new_term = row.term if mine else row.term + 1
+            result = session.execute(
+                update(LeaderLeaseRow)
+                .where(
+                    LeaderLeaseRow.name == LEASE_NAME,  # type: ignore[arg-type]
+                    LeaderLeaseRow.holder == row.holder,  # type: ignore[arg-type]
+                    LeaderLeaseRow.term == row.term,  # type: ignore[arg-type]
+                )
+                .values(
+                    holder=self.identity,
+                    term=new_term,
+                    acquired_at=row.acquired_at if mine else now,
+                    renewed_at=now,
+                    expires_at=now + self.ttl,
+                )
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                self.term = None
+                return False
+            self.term = new_term
+            return True
+
+    def release(self) -> None:
+        """Give the lease up at shutdown so another replica takes over at once."""
+        if self.term is None:
+            return
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(LeaderLeaseRow)
+                .where(
+                    LeaderLeaseRow.name == LEASE_NAME,  # type: ignore[arg-type]
+                    LeaderLeaseRow.holder == self.identity,  # type: ignore[arg-type]
+                )
+                .values(expires_at=_wall())
+            )
+        self.term = None
+
+    def fence(self, session: Session) -> bool:
+        """Inside a write transaction: do we still hold the lease? Locks the lease row on
+        PostgreSQL so that no takeover commits while this transaction writes."""
+        stmt = select(LeaderLeaseRow).where(LeaderLeaseRow.name == LEASE_NAME)
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        row = session.exec(stmt).first()
+        return (
+            row is not None
+            and self.term is not None
+            and row.holder == self.identity
+            and row.term == self.term
+            and row.expires_at is not None
+            and row.expires_at > _wall()
+        )
+
+    def view(self) -> LeaseView:
+        with session_scope(self.engine, write=False) as session:
+            row = session.get(LeaderLeaseRow, LEASE_NAME)
+            if row is None:
+                return LeaseView("", 0, None)
+            return LeaseView(row.holder, row.term, row.expires_at)
+
+    def request_replan(self, min_interval_s: float = 0.5) -> None:
+        """A follower asks the leader for a cycle (at most every ``min_interval_s``)."""
+        now = _wall()
+        if self._last_signal and (now - self._last_signal).total_seconds() < min_interval_s:
+            return
+        self._last_signal = now
+        with session_scope(self.engine) as session:
+            self._ensure_row(session)
+            session.execute(
+                update(LeaderLeaseRow)
+                .where(LeaderLeaseRow.name == LEASE_NAME)  # type: ignore[arg-type]
+                .values(replan_requested_at=now)
+            )
+
+    def replan_requested_after(self, t: datetime) -> bool:
+        with session_scope(self.engine, write=False) as session:
+            row = session.get(LeaderLeaseRow, LEASE_NAME)
+            return bool(row and row.replan_requested_at and row.replan_requested_at > t)
