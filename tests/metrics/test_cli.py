@@ -1,0 +1,71 @@
+"""``gpupool agent``: registration in the CLI, options, and clear errors for bad values."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from metrics.agent.config import AgentConfig
+from metrics.cli import register
+from scheduler.cli import Cli
+
+
+def cli() -> typer.Typer:
+    root = typer.Typer()
+    register(Cli(root=root, db=typer.Typer(), bench=typer.Typer()))
+
+    @root.callback()
+    def main() -> None:
+        """gpupool."""
+
+    return root
+
+
+def test_the_entry_point_is_declared() -> None:
+    [ep] = [ep for ep in entry_points(group="gpupool.commands") if ep.name == "metrics"]
+    assert ep.value == "metrics.cli:register"
+    assert ep.load() is register
+
+
+def test_agent_is_a_root_command_with_its_options() -> None:
+    result = CliRunner().invoke(cli(), ["agent", "--help"])
+    assert result.exit_code == 0
+    for option in ("--server", "--token-file", "--interval", "--host-proc", "--no-kubernetes"):
+        assert option in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--interval", "0"], "interval_s: must be at least 1, got 0"),
+        (["--server", "gpupool:8000"], "server_url: 'gpupool:8000' is not an http(s) URL"),
+        (["--batch-size", "0"], "batch_size: must be at least 1, got 0"),
+        (["--port", "70000"], "port: 70000 is not a TCP port"),
+        (["--log-level", "loud"], "'loud' is not a log level"),
+    ],
+)
+def test_bad_values_are_refused_with_the_option_and_reason(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli(), ["agent", "--no-kubernetes", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_environment_variables_configure_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUPOOL_AGENT_INTERVAL", "0.5")
+    result = CliRunner().invoke(cli(), ["agent", "--no-kubernetes"])
+    assert result.exit_code == 2
+    assert "interval_s: must be at least 1, got 0.5" in " ".join(result.output.split())
+
+
+def test_config_refuses_a_token_and_a_token_file() -> None:
+    with pytest.raises(ValueError, match="token: give either a token or a token file"):
+        AgentConfig(node_name="n", token="t", token_file=Path("f"))
+
+
+def test_config_refuses_an_empty_node_name() -> None:
+    with pytest.raises(ValueError, match="node_name: must not be empty"):
+        AgentConfig(node_name=" ")
