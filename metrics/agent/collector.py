@@ -9,8 +9,11 @@ labels, so NVIDIA's Grafana dashboard 12239 and existing alerts work unchanged:
   ``pod`` (of the pods whose processes use the device; empty when none);
 - one series per device and pod: when several pods share a GPU, its values repeat for each,
   as dcgm-exporter does, so aggregate with ``max by (gpu)`` like the stock dashboard;
-- on a MIG-enabled GPU, memory and utilisation are per MIG instance, while power,
-  temperature and clocks are per GPU (GPU instance labels empty).
+- on a MIG-enabled GPU, memory and activity are per MIG instance, while power,
+  temperature, clocks and energy are per GPU (GPU instance labels empty);
+- ``DCGM_FI_PROF_*`` come from NVML GPM (Hopper and later), which dashboard 12239 uses for
+  its utilisation panels; on older GPUs they are absent, as with dcgm-exporter without
+  profiling.
 
 The ``gpupool_agent_*`` metrics report NVML health, per-GPU health and the push pipeline.
 """
@@ -24,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from metrics.agent.attribution import PodUse, Snapshot
-from metrics.agent.model import MIB, GpuReading
+from metrics.agent.model import MIB, GpuReading, Profiling
 
 DCGM_LABELS = (
     "gpu",
@@ -49,6 +52,15 @@ DCGM_METRICS: dict[str, str] = {
     "DCGM_FI_DEV_GPU_TEMP": "GPU temperature (in C).",
     "DCGM_FI_DEV_SM_CLOCK": "SM clock frequency (in MHz).",
     "DCGM_FI_DEV_MEM_CLOCK": "Memory clock frequency (in MHz).",
+    # Monotonic since the driver loaded; a gauge here because prometheus_client would rename
+    # a counter to ..._total and break the DCGM name. rate() and increase() work on it.
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": "Total energy consumed since boot (in mJ).",
+    # Profiling ratios (0..1) from NVML GPM on Hopper and later; absent elsewhere.
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "Ratio of time the graphics or compute engine is active.",
+    "DCGM_FI_PROF_SM_ACTIVE": "Ratio of SMs with work assigned, averaged over the interval.",
+    "DCGM_FI_PROF_SM_OCCUPANCY": "Ratio of resident warps to the SMs' maximum.",
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": "Ratio of time any tensor core pipe is active.",
+    "DCGM_FI_PROF_DRAM_ACTIVE": "Ratio of device memory bandwidth in use.",
 }
 
 
@@ -101,6 +113,7 @@ class AgentCollector(Collector):
             "DCGM_FI_DEV_GPU_TEMP": gpu.temp_c,
             "DCGM_FI_DEV_SM_CLOCK": gpu.sm_clock_mhz,
             "DCGM_FI_DEV_MEM_CLOCK": gpu.mem_clock_mhz,
+            "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": gpu.energy_mj,
         }
         per_device: dict[str, float | int | None]
         if gpu.mig_enabled:
@@ -110,6 +123,7 @@ class AgentCollector(Collector):
                     "DCGM_FI_DEV_GPU_UTIL": mig.util_pct,
                     "DCGM_FI_DEV_FB_USED": _mib(mig.memory_used_bytes),
                     "DCGM_FI_DEV_FB_FREE": _mib(mig.memory_free_bytes),
+                    **_profiling(mig.prof),
                 }
                 key = (gpu.index, mig.gpu_instance_id)
                 labels = [*base, mig.profile, str(mig.gpu_instance_id)]
@@ -121,6 +135,7 @@ class AgentCollector(Collector):
             "DCGM_FI_DEV_MEM_COPY_UTIL": gpu.mem_copy_util_pct,
             "DCGM_FI_DEV_FB_USED": _mib(gpu.memory_used_bytes),
             "DCGM_FI_DEV_FB_FREE": _mib(gpu.memory_free_bytes),
+            **_profiling(gpu.prof),
         }
         _add(families, per_device, [*base, "", ""], snapshot.pods_on((gpu.index, None)))
 
@@ -189,6 +204,18 @@ def _timestamp(name: str, doc: str, value: float | None) -> Iterable[Metric]:
     family = GaugeMetricFamily(name, doc)
     family.add_metric([], value)
     return [family]
+
+
+def _profiling(prof: Profiling | None) -> dict[str, float | int | None]:
+    if prof is None:
+        return {}
+    return {
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE": prof.gr_engine_active,
+        "DCGM_FI_PROF_SM_ACTIVE": prof.sm_active,
+        "DCGM_FI_PROF_SM_OCCUPANCY": prof.sm_occupancy,
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": prof.tensor_active,
+        "DCGM_FI_PROF_DRAM_ACTIVE": prof.dram_active,
+    }
 
 
 def _mib(value: int | None) -> int | None:

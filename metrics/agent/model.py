@@ -14,6 +14,17 @@ MIB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class Profiling:
+    """Activity ratios (0..1, as DCGM exports them) over the last sampling interval."""
+
+    gr_engine_active: float | None = None
+    sm_active: float | None = None
+    sm_occupancy: float | None = None
+    tensor_active: float | None = None
+    dram_active: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GpuProcess:
     """A compute process on a GPU or MIG instance, as NVML reports it (host PID)."""
 
@@ -32,6 +43,7 @@ class MigReading:
     memory_used_bytes: int | None = None
     memory_free_bytes: int | None = None
     util_pct: float | None = None
+    prof: Profiling | None = None
     processes: tuple[GpuProcess, ...] = ()
 
 
@@ -54,6 +66,8 @@ class GpuReading:
     temp_c: int | None = None
     sm_clock_mhz: float | None = None
     mem_clock_mhz: float | None = None
+    energy_mj: int | None = None
+    prof: Profiling | None = None
     mig_enabled: bool = False
     mig: tuple[MigReading, ...] = ()
     processes: tuple[GpuProcess, ...] = ()

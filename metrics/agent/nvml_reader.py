@@ -14,12 +14,14 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import pynvml
 
-from metrics.agent.model import GpuProcess, GpuReading, MigReading, NodeReading
+from metrics.agent.gpm import GpmSampler
+from metrics.agent.model import GpuProcess, GpuReading, MigReading, NodeReading, Profiling
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,8 @@ class NvmlReader:
         # Last identity seen per GPU index, so a GPU that is lost keeps its labels.
         self._identity: dict[int, tuple[str, str, int | None]] = {}
         self._warned: set[tuple[int, str, int]] = set()
+        self._gpm = GpmSampler()
+        self._gpm_support: dict[int, bool] = {}
 
     # -- session -------------------------------------------------------------------------
 
@@ -144,6 +148,7 @@ class NvmlReader:
         self._init_error = f"NVML stopped working: {reason}"
         self._initialized = False
         self._next_init_at = self._monotonic() + self._retry_init_s
+        self._forget_gpm()
         with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()  # The session is unusable already; release what we can.
 
@@ -151,8 +156,13 @@ class NvmlReader:
         """End the NVML session, if one is open."""
         if self._initialized:
             self._initialized = False
+            self._forget_gpm()
             with contextlib.suppress(pynvml.NVMLError):
                 pynvml.nvmlShutdown()
+
+    def _forget_gpm(self) -> None:
+        self._gpm.reset()
+        self._gpm_support.clear()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -161,12 +171,14 @@ class NvmlReader:
         at = self._clock()
         if not self._ensure_session():
             return self._down_reading(at)
+        self._gpm.begin_pass()
         try:
             count = self._node_call(pynvml.nvmlDeviceGetCount)
             gpus = tuple(self._read_gpu(index) for index in range(count))
         except _NodeDown as exc:
             self._drop_session(str(exc))
             return self._down_reading(at)
+        self._gpm.end_pass()
         return NodeReading(at=at, nvml_ok=True, driver_version=self._driver_version, gpus=gpus)
 
     def _down_reading(self, at: datetime) -> NodeReading:
@@ -207,6 +219,8 @@ class NvmlReader:
         try:
             return self._read_healthy_gpu(index)
         except _GpuDown as exc:
+            self._gpm.forget(index)
+            self._gpm_support.pop(index, None)
             uuid, name, minor = self._identity.get(index, ("", "", None))
             if (index, "lost", 0) not in self._warned:
                 self._warned.add((index, "lost", 0))
@@ -235,12 +249,19 @@ class NvmlReader:
         clock = pynvml.nvmlDeviceGetClockInfo
         sm = self._field(index, "clock", clock, handle, pynvml.NVML_CLOCK_SM)
         mem = self._field(index, "clock", clock, handle, pynvml.NVML_CLOCK_MEM)
+        energy = self._field(index, "energy", pynvml.nvmlDeviceGetTotalEnergyConsumption, handle)
         modes: list[int] | None = self._field(
             index, "mig_mode", pynvml.nvmlDeviceGetMigMode, handle
         )
         mig_enabled = modes is not None and modes[0] == pynvml.NVML_DEVICE_MIG_ENABLE
-        instances = self._read_mig(index, handle) if mig_enabled else ()
+        gpm = self._gpm_supported(index, handle)
+        instances = self._read_mig(index, handle, gpm) if mig_enabled else ()
         processes = () if mig_enabled else self._processes(index, handle)
+        prof = None
+        if gpm and not mig_enabled:
+            prof = self._profiling(
+                index, (index, None), lambda s: pynvml.nvmlGpmSampleGet(handle, s)
+            )
         return GpuReading(
             index=index,
             uuid=str(uuid),
@@ -255,6 +276,8 @@ class NvmlReader:
             temp_c=int(temp) if temp is not None else None,
             sm_clock_mhz=float(sm) if sm is not None else None,
             mem_clock_mhz=float(mem) if mem is not None else None,
+            energy_mj=int(energy) if energy is not None else None,
+            prof=prof,
             mig_enabled=mig_enabled,
             mig=instances,
             processes=processes,
@@ -281,7 +304,19 @@ class NvmlReader:
         )
         return tuple(GpuProcess(pid=int(p.pid), used_bytes=p.usedGpuMemory) for p in (procs or []))
 
-    def _read_mig(self, index: int, handle: Any) -> tuple[MigReading, ...]:
+    def _gpm_supported(self, index: int, handle: Any) -> bool:
+        """Whether the GPU has GPM (asked once per GPU and session)."""
+        if index not in self._gpm_support:
+            support = self._field(index, "gpm", pynvml.nvmlGpmQueryDeviceSupport, handle)
+            self._gpm_support[index] = bool(support is not None and support.isSupportedDevice)
+        return self._gpm_support[index]
+
+    def _profiling(
+        self, index: int, key: tuple[int, int | None], take: Callable[[Any], Any]
+    ) -> Profiling | None:
+        return self._field(index, "gpm", self._gpm.sample, key, take)
+
+    def _read_mig(self, index: int, handle: Any, gpm: bool) -> tuple[MigReading, ...]:
         """The MIG instances of a MIG-enabled GPU, one per GPU instance id."""
         slots = self._field(index, "mig", pynvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
         by_gi: dict[int, MigReading] = {}
@@ -296,6 +331,8 @@ class NvmlReader:
             if gi is None:
                 continue
             reading = self._read_mig_device(index, mig, int(gi))
+            if gpm and reading.gpu_instance_id not in by_gi:
+                reading = replace(reading, prof=self._mig_profiling(index, handle, int(gi)))
             earlier = by_gi.get(reading.gpu_instance_id)
             if earlier is not None:
                 # Several compute instances share one GPU instance (and its memory): one
@@ -303,6 +340,11 @@ class NvmlReader:
                 reading = _merge_compute_instances(earlier, reading)
             by_gi[reading.gpu_instance_id] = reading
         return tuple(by_gi[gi] for gi in sorted(by_gi))
+
+    def _mig_profiling(self, index: int, handle: Any, gi: int) -> Profiling | None:
+        return self._profiling(
+            index, (index, gi), lambda s: pynvml.nvmlGpmMigSampleGet(handle, gi, s)
+        )
 
     def _read_mig_device(self, index: int, mig: Any, gi: int) -> MigReading:
         name = self._field(index, "mig", pynvml.nvmlDeviceGetName, mig) or ""
@@ -333,5 +375,6 @@ def _merge_compute_instances(first: MigReading, other: MigReading) -> MigReading
         memory_used_bytes=first.memory_used_bytes,
         memory_free_bytes=first.memory_free_bytes,
         util_pct=first.util_pct,
+        prof=first.prof,
         processes=first.processes + extra,
     )

@@ -3,7 +3,9 @@
 One sample per healthy device per sampling pass: a whole GPU, or one MIG instance of a
 MIG-enabled GPU (``mig_instance`` = its GPU instance id). Power and temperature belong to the
 physical GPU, so a MIG instance's sample repeats its GPU's values; do not sum them per
-instance. The wire format is documented in ``notes/agent.md``.
+instance. A MIG instance's ``util_pct`` is its GPM engine activity (Hopper and later), as
+NVML reports no utilisation in MIG mode. The wire format is documented in
+``notes/agent.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from metrics.agent.attribution import PodUse, Snapshot
-from metrics.agent.model import MIB
+from metrics.agent.model import MIB, MigReading
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,15 @@ class UsageSample:
         }
 
 
+def _mig_util(mig: MigReading) -> float | None:
+    """NVML has no utilisation per MIG instance; GPM's engine activity is the measure there."""
+    if mig.util_pct is not None:
+        return mig.util_pct
+    if mig.prof is not None and mig.prof.gr_engine_active is not None:
+        return round(mig.prof.gr_engine_active * 100.0, 2)
+    return None
+
+
 def format_ts(ts: datetime) -> str:
     """RFC 3339 UTC with a ``Z``, to the second: ``2026-11-22T10:00:00Z``."""
     if ts.tzinfo is None:
@@ -86,7 +97,7 @@ def samples_from(snapshot: Snapshot) -> list[UsageSample]:
                         gpu_index=gpu.index,
                         model=gpu.name,
                         mig_instance=mig.gpu_instance_id,
-                        util_pct=mig.util_pct,
+                        util_pct=_mig_util(mig),
                         fb_used_mib=_mib(mig.memory_used_bytes),
                         fb_total_mib=_mib(mig.memory_total_bytes),
                         power_w=gpu.power_w,

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from metrics.agent.attribution import PodUse, Snapshot
-from metrics.agent.model import GpuReading, MigReading, NodeReading
+from metrics.agent.model import GpuReading, MigReading, NodeReading, Profiling
 
 FAKE_NVML_SOURCE = Path(__file__).parent / "fakenvml" / "fake_nvml.c"
 GIB = 1024**3
@@ -70,6 +70,7 @@ class FakeMig:
     gi: int | None = None
     ci: int | None = None
     memory: tuple[int, int] = (10 * GIB, 0)
+    gpm: tuple[float, float, float, float, float] | None = None
     processes: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -85,6 +86,9 @@ class FakeGpu:
     power_mw: int = 70_000
     temp: int = 30
     clocks: tuple[int, int] = (1980, 2619)
+    energy_mj: int = 0
+    # GPM percentages: graphics, SM, occupancy, tensor, DRAM; None = no GPM (pre-Hopper).
+    gpm: tuple[float, float, float, float, float] | None = None
     processes: list[tuple[int, int]] = field(default_factory=list)
     fails: dict[str, int] = field(default_factory=dict)
     lost: bool = False
@@ -107,7 +111,10 @@ def render_scenario(
             f"power_mw {gpu.power_mw}",
             f"temp {gpu.temp}",
             "clocks {} {}".format(*gpu.clocks),
+            f"energy_mj {gpu.energy_mj}",
         ]
+        if gpu.gpm is not None:
+            lines.append("gpm {} {} {} {} {}".format(*gpu.gpm))
         if gpu.mig_mode is not None:
             lines.append(f"mig_mode {gpu.mig_mode}")
         lines += [f"process {pid} {used}" for pid, used in gpu.processes]
@@ -121,6 +128,8 @@ def render_scenario(
             if mig.ci is not None:
                 lines.append(f"ci {mig.ci}")
             lines.append("memory {} {}".format(*mig.memory))
+            if mig.gpm is not None:
+                lines.append("gpm {} {} {} {} {}".format(*mig.gpm))
             lines += [f"process {pid} {used}" for pid, used in mig.processes]
     return "\n".join(lines) + "\n"
 
@@ -144,6 +153,8 @@ def example_snapshot() -> Snapshot:
         temp_c=61,
         sm_clock_mhz=1980.0,
         mem_clock_mhz=2619.0,
+        energy_mj=9_000_000,
+        prof=Profiling(0.9, 0.8, 0.5, 0.6, 0.3),
     )
     mig = GpuReading(
         index=1,
@@ -158,6 +169,7 @@ def example_snapshot() -> Snapshot:
                 gpu_instance_id=3,
                 profile="3g.40gb",
                 uuid="MIG-x",
+                prof=Profiling(gr_engine_active=0.25, tensor_active=0.125),
                 memory_total_bytes=40 * GIB,
                 memory_used_bytes=2 * GIB,
                 memory_free_bytes=38 * GIB,

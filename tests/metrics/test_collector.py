@@ -76,6 +76,13 @@ def test_whole_gpu_metrics_have_dcgm_names_units_and_labels_per_pod() -> None:
     assert series(metrics, "DCGM_FI_DEV_SM_CLOCK", **one)[0][1] == 1980  # MHz
     assert series(metrics, "DCGM_FI_DEV_MEM_CLOCK", **one)[0][1] == 2619
     assert series(metrics, "DCGM_FI_DEV_MEM_COPY_UTIL", **one)[0][1] == 40
+    assert series(metrics, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", **one)[0][1] == 9e6  # mJ
+    # Profiling ratios, as dashboard 12239's utilisation panels read them.
+    assert series(metrics, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", **one)[0][1] == 0.9
+    assert series(metrics, "DCGM_FI_PROF_SM_ACTIVE", **one)[0][1] == 0.8
+    assert series(metrics, "DCGM_FI_PROF_SM_OCCUPANCY", **one)[0][1] == 0.5
+    assert series(metrics, "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", **one)[0][1] == 0.6
+    assert series(metrics, "DCGM_FI_PROF_DRAM_ACTIVE", **one)[0][1] == 0.3
 
 
 def test_mig_instances_carry_gpu_instance_labels() -> None:
@@ -92,6 +99,10 @@ def test_mig_instances_carry_gpu_instance_labels() -> None:
     assert (power_labels["GPU_I_ID"], power_labels["pod"], watts) == ("", "", 100.0)
     # Utilisation is not reported in MIG mode: no series rather than a false zero.
     assert series(metrics, "DCGM_FI_DEV_GPU_UTIL", gpu="1") == []
+    # GPM activity is per instance; what it does not report has no series.
+    [(prof_labels, active)] = series(metrics, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", gpu="1")
+    assert (prof_labels["GPU_I_ID"], active) == ("3", 0.25)
+    assert series(metrics, "DCGM_FI_PROF_SM_ACTIVE", gpu="1") == []
 
 
 def test_an_idle_gpu_has_one_series_with_empty_pod_labels() -> None:

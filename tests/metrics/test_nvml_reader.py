@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pynvml
 import pytest
 
+from metrics.agent.model import Profiling
 from metrics.agent.nvml_reader import NvmlReader
 from tests.metrics.conftest import FakeNvml
 from tests.metrics.fakes import (
@@ -247,3 +248,78 @@ def test_driver_gone_mid_run_marks_known_gpus_unhealthy_then_recovers(
     up = r.read()
     r.close()
     assert up.nvml_ok and all(g.healthy for g in up.gpus)
+
+
+def test_energy_is_read_in_millijoules(fake_nvml: FakeNvml) -> None:
+    fake_nvml.set([FakeGpu(uuid="GPU-a", energy_mj=123_456_789)])
+    r = reader()
+    assert r.read().gpus[0].energy_mj == 123_456_789
+    r.close()
+
+
+def test_gpm_profiling_needs_two_samples(fake_nvml: FakeNvml) -> None:
+    fake_nvml.set(
+        [FakeGpu(uuid="GPU-a", gpm=(90.0, 80.0, 50.0, 60.0, 30.0)), FakeGpu(uuid="GPU-b")]
+    )
+    r = reader()
+    first = r.read()
+    second = r.read()
+    r.close()
+    # GPM measures between two samples: nothing on the first pass after start.
+    assert first.gpus[0].prof is None
+    assert second.gpus[0].prof == Profiling(0.9, 0.8, 0.5, 0.6, 0.3)
+    # A GPU without GPM (before Hopper) never has profiling values.
+    assert second.gpus[1].prof is None
+
+
+def test_gpm_per_mig_instance(fake_nvml: FakeNvml) -> None:
+    fake_nvml.set(
+        [
+            FakeGpu(
+                uuid="GPU-mig",
+                migs=[
+                    FakeMig(uuid="MIG-a", gi=1, gpm=(40.0, 30.0, 20.0, 10.0, 5.0)),
+                    FakeMig(uuid="MIG-b", gi=2, gpm=(0.0, 0.0, 0.0, 0.0, 0.0)),
+                ],
+            )
+        ]
+    )
+    r = reader()
+    r.read()
+    [gpu] = r.read().gpus
+    r.close()
+    assert gpu.prof is None  # The whole GPU has no GPM sample in MIG mode.
+    assert [m.prof.gr_engine_active if m.prof else None for m in gpu.mig] == [0.4, 0.0]
+
+
+def test_gpm_starts_afresh_after_a_gpu_is_lost(fake_nvml: FakeNvml) -> None:
+    gpm = (10.0, 10.0, 10.0, 10.0, 10.0)
+    fake_nvml.set([FakeGpu(uuid="GPU-a", gpm=gpm)])
+    r = reader()
+    r.read()
+    assert r.read().gpus[0].prof is not None
+    fake_nvml.set([FakeGpu(uuid="GPU-a", gpm=gpm, lost=True)])
+    assert not r.read().gpus[0].healthy
+    fake_nvml.set([FakeGpu(uuid="GPU-a", gpm=gpm)])
+    back = r.read().gpus[0]
+    r.close()
+    # Its old sample is gone: no activity computed across the outage.
+    assert back.healthy and back.prof is None
+
+
+def test_a_failing_gpm_is_skipped_not_fatal(fake_nvml: FakeNvml) -> None:
+    fake_nvml.set(
+        [
+            FakeGpu(
+                uuid="GPU-a",
+                util=(3, 0),
+                gpm=(1.0, 1.0, 1.0, 1.0, 1.0),
+                fails={"gpm": NOT_SUPPORTED},
+            )
+        ]
+    )
+    r = reader()
+    r.read()
+    [gpu] = r.read().gpus
+    r.close()
+    assert gpu.healthy and gpu.prof is None and gpu.util_pct == 3.0

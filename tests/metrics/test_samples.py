@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from metrics.agent.attribution import Snapshot
 from metrics.agent.samples import batch_body, format_ts, samples_from
 from tests.metrics.fakes import example_snapshot
 
@@ -47,8 +49,9 @@ def test_one_sample_per_healthy_device() -> None:
     }
     body = mig.to_json()
     assert (body["gpu_uuid"], body["mig_instance"], body["fb_total_mib"]) == ("GPU-b", 3, 40960)
-    # The physical GPU's power and temperature, repeated on its instance; no utilisation.
-    assert (body["power_w"], body["temp_c"], body["util_pct"]) == (100.0, 40, None)
+    # The physical GPU's power and temperature, repeated on its instance; utilisation is the
+    # instance's GPM engine activity, in percent.
+    assert (body["power_w"], body["temp_c"], body["util_pct"]) == (100.0, 40, 25.0)
     assert [p["pod"] for p in body["pods"]] == ["notebook"]
 
 
@@ -64,3 +67,13 @@ def test_timestamps_are_utc_with_z() -> None:
 def test_batch_body_names_the_node_and_interval() -> None:
     body = batch_body("gpu-node-1", 10.0, samples_from(example_snapshot()))
     assert (body["node"], body["interval_s"], len(body["samples"])) == ("gpu-node-1", 10.0, 2)
+
+
+def test_a_mig_instance_without_gpm_has_no_utilisation() -> None:
+    snap = example_snapshot()
+    gpus = tuple(
+        replace(g, mig=tuple(replace(m, prof=None) for m in g.mig)) for g in snap.reading.gpus
+    )
+    no_gpm = Snapshot(reading=replace(snap.reading, gpus=gpus), pods=snap.pods)
+    [mig] = [s for s in samples_from(no_gpm) if s.mig_instance is not None]
+    assert mig.util_pct is None

@@ -15,11 +15,14 @@
  *   mig                        starts a MIG device of the current GPU (enables MIG mode)
  *   name TEXT | uuid TEXT | minor N | gi N | ci N
  *   memory TOTAL USED [RESERVED]     bytes
- *   util GPU_PCT MEM_PCT | power_mw N | temp N | clocks SM_MHZ MEM_MHZ
+ *   util GPU_PCT MEM_PCT | power_mw N | temp N | clocks SM_MHZ MEM_MHZ | energy_mj N
+ *   gpm GRAPHICS SM OCCUPANCY TENSOR DRAM
+ *                              GPM percentages (Hopper and later) of a GPU or MIG device;
+ *                              a GPU with this line reports GPM support
  *   mig_mode N                 0 = MIG-capable but disabled (default: not supported)
  *   process PID USED_BYTES
  *   fail FIELD CODE            FIELD in handle name uuid minor memory util power temp
- *                              clock processes mig_mode; the call returns CODE
+ *                              clock processes mig_mode energy gpm; the call returns CODE
  *   lost                       every call on this device returns GPU_IS_LOST (15)
  *
  * Build: gcc -shared -fPIC -Wl,-soname,libnvidia-ml.so.1 -o libnvidia-ml.so.1 fake_nvml.c
@@ -52,11 +55,11 @@ typedef int nvmlReturn_t;
 
 enum field {
     F_HANDLE, F_NAME, F_UUID, F_MINOR, F_MEMORY, F_UTIL, F_POWER, F_TEMP, F_CLOCK,
-    F_PROCESSES, F_MIG_MODE, F_COUNT
+    F_PROCESSES, F_MIG_MODE, F_ENERGY, F_GPM, F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
     "handle", "name", "uuid", "minor", "memory", "util", "power", "temp", "clock",
-    "processes", "mig_mode",
+    "processes", "mig_mode", "energy", "gpm",
 };
 
 typedef struct {
@@ -72,6 +75,9 @@ typedef struct fake_device {
     unsigned int minor;
     unsigned long long mem_total, mem_used, mem_reserved;
     unsigned int util_gpu, util_mem, power_mw, temp, sm_clock, mem_clock;
+    unsigned long long energy_mj;
+    int gpm_supported;
+    double gpm[5]; /* graphics, SM, occupancy, any tensor, DRAM bandwidth: percent */
     int mig_mode; /* -1: not supported, 0: disabled, 1: enabled */
     unsigned int gi, ci;
     fake_process procs[MAX_PROCS];
@@ -218,6 +224,14 @@ static int load_config(void) {
             if (sscanf(value, "%u %u", &dev->sm_clock, &dev->mem_clock) != 2) {
                 rc = config_error(path, lineno, "clocks needs SM_MHZ MEM_MHZ");
             }
+        } else if (strcmp(key, "energy_mj") == 0) {
+            dev->energy_mj = strtoull(value, NULL, 10);
+        } else if (strcmp(key, "gpm") == 0) {
+            if (sscanf(value, "%lf %lf %lf %lf %lf", &dev->gpm[0], &dev->gpm[1], &dev->gpm[2],
+                       &dev->gpm[3], &dev->gpm[4]) != 5) {
+                rc = config_error(path, lineno, "gpm needs GRAPHICS SM OCCUPANCY TENSOR DRAM");
+            }
+            gpu->gpm_supported = 1;
         } else if (strcmp(key, "mig_mode") == 0) {
             dev->mig_mode = atoi(value);
         } else if (strcmp(key, "process") == 0) {
@@ -509,5 +523,125 @@ nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t d, nvmlDe
     if (rc != NVML_SUCCESS) return rc;
     if (!d->is_mig || parent == NULL) return NVML_ERROR_INVALID_ARGUMENT;
     *parent = d->parent;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *energy) {
+    nvmlReturn_t rc = check(d, F_ENERGY);
+    if (rc != NVML_SUCCESS) return rc;
+    if (d->is_mig || energy == NULL) return NVML_ERROR_NOT_SUPPORTED;
+    *energy = d->energy_mj;
+    return NVML_SUCCESS;
+}
+
+/* -- GPM (GPU performance monitoring, Hopper and later) ----------------------------------- */
+
+#define GPM_SUPPORT_VERSION 1u
+#define GPM_METRICS_GET_VERSION 1u
+#define GPM_GRAPHICS_UTIL 1u
+#define GPM_SM_UTIL 2u
+#define GPM_SM_OCCUPANCY 3u
+#define GPM_ANY_TENSOR_UTIL 5u
+#define GPM_DRAM_BW_UTIL 10u
+
+typedef struct { unsigned int version, isSupportedDevice; } nvmlGpmSupport_t;
+
+typedef struct {
+    const fake_device *device; /* the GPU, or the MIG device of the instance */
+    unsigned long long taken;  /* 0 until filled; then the order in which samples were taken */
+} fake_gpm_sample;
+typedef fake_gpm_sample *nvmlGpmSample_t;
+
+typedef struct {
+    unsigned int metricId;
+    nvmlReturn_t nvmlReturn;
+    double value;
+    struct { const char *shortName, *longName, *unit; } metricInfo;
+} nvmlGpmMetric_t;
+typedef struct {
+    unsigned int version;
+    unsigned int numMetrics;
+    nvmlGpmSample_t sample1;
+    nvmlGpmSample_t sample2;
+    nvmlGpmMetric_t metrics[]; /* numMetrics entries; the caller sizes the array */
+} nvmlGpmMetricsGet_t;
+
+static unsigned long long gpm_clock;
+
+nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t d, nvmlGpmSupport_t *support) {
+    nvmlReturn_t rc = check(d, F_GPM);
+    if (rc != NVML_SUCCESS) return rc;
+    if (support == NULL || d->is_mig) return NVML_ERROR_INVALID_ARGUMENT;
+    if (support->version != GPM_SUPPORT_VERSION) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    support->isSupportedDevice = (unsigned int)d->gpm_supported;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *sample) {
+    if (sample == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    *sample = calloc(1, sizeof(fake_gpm_sample));
+    return *sample == NULL ? NVML_ERROR_UNKNOWN : NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t sample) {
+    free(sample);
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t take_sample(const fake_device *d, nvmlGpmSample_t sample) {
+    nvmlReturn_t rc = check(d, F_GPM);
+    if (rc != NVML_SUCCESS) return rc;
+    if (sample == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    const fake_device *gpu = d->is_mig ? d->parent : d;
+    if (!gpu->gpm_supported) return NVML_ERROR_NOT_SUPPORTED;
+    sample->device = d;
+    sample->taken = ++gpm_clock;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t d, nvmlGpmSample_t sample) {
+    /* A whole-GPU sample is not available while MIG is on: samples are per GPU instance. */
+    if (d != NULL && valid_handle(d) && d->mig_mode == 1) return NVML_ERROR_NOT_SUPPORTED;
+    return take_sample(d, sample);
+}
+
+nvmlReturn_t nvmlGpmMigSampleGet(nvmlDevice_t d, unsigned int gpu_instance_id,
+                                 nvmlGpmSample_t sample) {
+    nvmlReturn_t rc = check(d, F_GPM);
+    if (rc != NVML_SUCCESS) return rc;
+    for (int i = 0; i < d->nmigs; i++) {
+        if (d->migs[i]->gi == gpu_instance_id) return take_sample(d->migs[i], sample);
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *request) {
+    if (init_refcount == 0) return NVML_ERROR_UNINITIALIZED;
+    if (request == NULL || request->sample1 == NULL || request->sample2 == NULL) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    if (request->version != GPM_METRICS_GET_VERSION) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    const fake_gpm_sample *a = request->sample1, *b = request->sample2;
+    /* Two samples of the same device, taken in order: anything else is a caller bug. */
+    if (!a->taken || !b->taken || a->device != b->device || a->taken >= b->taken) {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    for (unsigned int i = 0; i < request->numMetrics; i++) {
+        nvmlGpmMetric_t *m = &request->metrics[i];
+        int slot = -1;
+        switch (m->metricId) {
+        case GPM_GRAPHICS_UTIL: slot = 0; break;
+        case GPM_SM_UTIL: slot = 1; break;
+        case GPM_SM_OCCUPANCY: slot = 2; break;
+        case GPM_ANY_TENSOR_UTIL: slot = 3; break;
+        case GPM_DRAM_BW_UTIL: slot = 4; break;
+        default: break;
+        }
+        m->metricInfo.shortName = "fake";
+        m->metricInfo.longName = "fake GPM metric";
+        m->metricInfo.unit = "%";
+        m->nvmlReturn = slot < 0 ? NVML_ERROR_NOT_SUPPORTED : NVML_SUCCESS;
+        m->value = slot < 0 ? 0.0 : b->device->gpm[slot];
+    }
     return NVML_SUCCESS;
 }
