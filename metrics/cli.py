@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from metrics.agent.config import AgentConfig
+from metrics.agent.config import AgentConfig, AgentSetupError
 from metrics.agent.runner import build_agent, serve_metrics
 
 if TYPE_CHECKING:
@@ -145,10 +145,21 @@ def run(config: AgentConfig) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
         stop.set()
 
+    try:
+        agent_ = build_agent(config)
+    except AgentSetupError as exc:
+        typer.echo(f"gpupool agent: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        server = serve_metrics(agent_)
+    except OSError as exc:
+        typer.echo(
+            f"gpupool agent: cannot serve metrics on {config.listen_address}:{config.port}: {exc}",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    agent_ = build_agent(config)
-    server = serve_metrics(agent_)
     log.info(
         "gpupool agent on node %s: metrics on http://%s:%d/metrics, %s",
         config.node_name,

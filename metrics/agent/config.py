@@ -7,6 +7,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
+class AgentSetupError(Exception):
+    """The agent cannot start as configured (e.g. no Kubernetes credentials); the message
+    says what to change."""
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything ``gpupool agent`` can be told. Invalid values raise ``ValueError`` naming

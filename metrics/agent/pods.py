@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from metrics.agent.config import AgentSetupError
+
 log = logging.getLogger(__name__)
 
 REQUEST_LABEL = "gpupool.io/request"
@@ -159,7 +161,9 @@ class KubernetesPodDirectory:
         self._tried_at = now
         try:
             pods = self._core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={self._node}", _request_timeout=self._timeout
+                field_selector=f"spec.nodeName={self._node}",
+                # (connect, read): a blackholed API server costs seconds, not minutes.
+                _request_timeout=(min(3.0, self._timeout), self._timeout),
             )
         except Exception as exc:  # Whatever failed, the last good list stays in use.
             self.failures += 1
@@ -189,12 +193,27 @@ def kubernetes_core_api(kubeconfig: Path | None = None) -> Any:
     """A ``CoreV1Api``: in-cluster credentials in a pod, else ``kubeconfig`` or the default one."""
     from kubernetes import client, config
 
-    if kubeconfig is not None:
-        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        return client.CoreV1Api(api)
     configuration = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        return client.CoreV1Api(config.new_client_from_config())  # type: ignore[no-untyped-call]
+        if kubeconfig is not None:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), client_configuration=configuration
+            )
+        else:
+            try:
+                config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+            except config.ConfigException:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+    except (config.ConfigException, OSError) as exc:
+        raise AgentSetupError(
+            f"no Kubernetes credentials ({exc}): run in a pod with a service account, "
+            "pass --kubeconfig, or use --no-kubernetes to skip pod lookup"
+        ) from exc
+    # The list runs on the sampling thread: no urllib3 retry ladder behind a dead API
+    # server; the directory tries again on its own schedule.
+    configuration.retries = 0
     return client.CoreV1Api(client.ApiClient(configuration))

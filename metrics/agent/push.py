@@ -190,6 +190,10 @@ class Pusher:
             self._retry_after = None
         return delay
 
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self._client.close()
+
     def run(self, stop: threading.Event, interval_s: float) -> None:
         """Push every ``interval_s`` (backing off after failures) until ``stop``; then flush."""
         delay = interval_s

@@ -116,6 +116,8 @@ class Agent:
         for thread in threads:
             thread.join()
         self.reader.close()
+        if self.pusher is not None:
+            self.pusher.close()
 
 
 @dataclass(frozen=True, slots=True)

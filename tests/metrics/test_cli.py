@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -69,3 +70,24 @@ def test_config_refuses_a_token_and_a_token_file() -> None:
 def test_config_refuses_an_empty_node_name() -> None:
     with pytest.raises(ValueError, match="node_name: must not be empty"):
         AgentConfig(node_name=" ")
+
+
+def test_missing_kubernetes_credentials_are_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    result = CliRunner().invoke(cli(), ["agent", "--kubeconfig", str(missing), "--port", "0"])
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert "gpupool agent: no Kubernetes credentials" in output
+    assert "--no-kubernetes" in output
+
+
+def test_a_busy_port_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            cli(), ["agent", "--no-kubernetes", "--listen", "127.0.0.1", "--port", str(port)]
+        )
+    assert result.exit_code == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in " ".join(result.output.split())
