@@ -143,66 +143,78 @@ class AgentCollector(Collector):
 
     def _health(self, status: AgentStatus) -> Iterator[Metric]:
         reading = status.snapshot.reading if status.snapshot else None
+        host = [self._hostname]
         up = GaugeMetricFamily(
-            "gpupool_agent_nvml_up", "1 when NVML is initialised and answering, else 0."
+            "gpupool_agent_nvml_up",
+            "1 when NVML is initialised and answering, else 0.",
+            labels=["Hostname"],
         )
-        up.add_metric([], 1.0 if reading is not None and reading.nvml_ok else 0.0)
+        up.add_metric(host, 1.0 if reading is not None and reading.nvml_ok else 0.0)
         yield up
         healthy = GaugeMetricFamily(
             "gpupool_agent_gpu_healthy",
             "1 when the GPU answers NVML, 0 when it is lost or NVML is down.",
-            labels=["gpu", "UUID"],
+            labels=["Hostname", "gpu", "UUID"],
         )
         for gpu in reading.gpus if reading else ():
-            healthy.add_metric([str(gpu.index), gpu.uuid], 1.0 if gpu.healthy else 0.0)
+            healthy.add_metric([*host, str(gpu.index), gpu.uuid], 1.0 if gpu.healthy else 0.0)
         yield healthy
         buffered = GaugeMetricFamily(
             "gpupool_agent_samples_buffered",
             "Usage samples not yet accepted by the server (buffered or being pushed).",
+            labels=["Hostname"],
         )
-        buffered.add_metric([], float(status.samples_buffered))
+        buffered.add_metric(host, float(status.samples_buffered))
         yield buffered
         dropped = CounterMetricFamily(
             "gpupool_agent_samples_dropped",
             "Usage samples dropped: buffer_full (oldest, during an outage) or rejected (invalid).",
-            labels=["reason"],
+            labels=["Hostname", "reason"],
         )
-        dropped.add_metric(["buffer_full"], float(status.dropped_buffer_full))
-        dropped.add_metric(["rejected"], float(status.dropped_rejected))
+        dropped.add_metric([*host, "buffer_full"], float(status.dropped_buffer_full))
+        dropped.add_metric([*host, "rejected"], float(status.dropped_rejected))
         yield dropped
         pushed = CounterMetricFamily(
-            "gpupool_agent_samples_pushed", "Usage samples accepted by the server."
+            "gpupool_agent_samples_pushed",
+            "Usage samples accepted by the server.",
+            labels=["Hostname"],
         )
-        pushed.add_metric([], float(status.pushed))
+        pushed.add_metric(host, float(status.pushed))
         yield pushed
         failures = CounterMetricFamily(
-            "gpupool_agent_push_failures", "POSTs of usage samples that did not succeed."
+            "gpupool_agent_push_failures",
+            "POSTs of usage samples that did not succeed.",
+            labels=["Hostname"],
         )
-        failures.add_metric([], float(status.push_failures))
+        failures.add_metric(host, float(status.push_failures))
         yield failures
         lookups = CounterMetricFamily(
-            "gpupool_agent_pod_lookup_failures", "Failed lists of this node's pods."
+            "gpupool_agent_pod_lookup_failures",
+            "Failed lists of this node's pods.",
+            labels=["Hostname"],
         )
-        lookups.add_metric([], float(status.pod_lookup_failures))
+        lookups.add_metric(host, float(status.pod_lookup_failures))
         yield lookups
         yield from _timestamp(
             "gpupool_agent_last_push_success_timestamp_seconds",
             "Unix time of the last push the server accepted.",
+            host,
             status.last_push_success,
         )
         yield from _timestamp(
             "gpupool_agent_last_sample_timestamp_seconds",
             "Unix time of the last pass over the GPUs.",
+            host,
             status.last_sample,
         )
 
 
-def _timestamp(name: str, doc: str, value: float | None) -> Iterable[Metric]:
+def _timestamp(name: str, doc: str, host: list[str], value: float | None) -> Iterable[Metric]:
     """A timestamp gauge, absent until the event first happens (rather than a fake 1970)."""
     if value is None:
         return []
-    family = GaugeMetricFamily(name, doc)
-    family.add_metric([], value)
+    family = GaugeMetricFamily(name, doc, labels=["Hostname"])
+    family.add_metric(host, value)
     return [family]
 
 

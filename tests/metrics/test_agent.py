@@ -177,7 +177,7 @@ def test_metrics_and_samples_from_the_fake_nvml_with_pod_labels(
     assert fb == {("0", "", "train-0"): 21 * 1024.0, ("1", "5", "notebook-0"): 3 * 1024.0}
     [(mig_labels, _)] = [s for s in metrics["DCGM_FI_DEV_FB_USED"] if s[0]["gpu"] == "1"]
     assert (mig_labels["GPU_I_PROFILE"], mig_labels["namespace"]) == ("2g.20gb", "beta")
-    assert metrics["gpupool_agent_nvml_up"] == [({}, 1.0)]
+    assert metrics["gpupool_agent_nvml_up"] == [({"Hostname": NODE}, 1.0)]
 
     assert agent.pusher is not None and agent.pusher.push_pending().value == "sent"
     [request] = receiver.requests
@@ -240,11 +240,11 @@ def test_an_outage_shows_in_the_health_metrics_and_heals(
         server.stop()
     dropped = {lab["reason"]: v for lab, v in during["gpupool_agent_samples_dropped"]}
     assert dropped == {"buffer_full": 3.0, "rejected": 0.0}
-    assert during["gpupool_agent_samples_buffered"] == [({}, 5.0)]
-    assert during["gpupool_agent_push_failures"] == [({}, 1.0)]
+    assert during["gpupool_agent_samples_buffered"] == [({"Hostname": NODE}, 5.0)]
+    assert during["gpupool_agent_push_failures"] == [({"Hostname": NODE}, 1.0)]
     assert "gpupool_agent_last_push_success_timestamp_seconds" not in during
-    assert after["gpupool_agent_samples_buffered"] == [({}, 0.0)]
-    assert after["gpupool_agent_samples_pushed"] == [({}, 5.0)]
+    assert after["gpupool_agent_samples_buffered"] == [({"Hostname": NODE}, 0.0)]
+    assert after["gpupool_agent_samples_pushed"] == [({"Hostname": NODE}, 5.0)]
     assert "gpupool_agent_last_push_success_timestamp_seconds" in after
     # The five newest readings arrived, oldest first.
     assert [s["ts"][-3:-1] for s in receiver.samples] == ["04", "05", "06", "07", "08"]

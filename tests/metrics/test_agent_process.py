@@ -183,7 +183,7 @@ def test_agent_process_end_to_end(
     )
     health = {lab["UUID"]: v for lab, v in scraped["gpupool_agent_gpu_healthy"]}
     assert health == {"GPU-e2e": 1.0, "": 0.0}
-    assert scraped["gpupool_agent_nvml_up"] == [({}, 1.0)]
+    assert scraped["gpupool_agent_nvml_up"] == [({"Hostname": NODE}, 1.0)]
 
     first = receiver.requests[0]
     assert first.path == "/v1/usage/samples"
@@ -215,5 +215,5 @@ def test_agent_process_without_nvml_serves_its_health(tmp_path: Path) -> None:
     finally:
         code = agent.stop()
     assert code == 0, agent.stderr
-    assert "gpupool_agent_nvml_up 0.0" in text
+    assert 'gpupool_agent_nvml_up{Hostname="gpu-node-7"} 0.0' in text
     assert sum("libnvidia-ml.so.1 not found" in line for line in agent.lines) == 1

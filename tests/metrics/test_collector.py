@@ -123,29 +123,36 @@ def test_a_lost_gpu_exports_health_but_no_values() -> None:
 
 def test_agent_health_metrics() -> None:
     metrics = scrape(status(example_snapshot()))
-    assert metrics["gpupool_agent_nvml_up"] == [({}, 1.0)]
-    assert metrics["gpupool_agent_samples_buffered"] == [({}, 12.0)]
+    assert metrics["gpupool_agent_nvml_up"] == [({"Hostname": "gpu-node-1"}, 1.0)]
+    assert metrics["gpupool_agent_samples_buffered"] == [({"Hostname": "gpu-node-1"}, 12.0)]
     dropped = {lab["reason"]: v for lab, v in metrics["gpupool_agent_samples_dropped"]}
+    assert {lab["Hostname"] for lab, _ in metrics["gpupool_agent_samples_dropped"]} == {
+        "gpu-node-1"
+    }
     assert dropped == {"buffer_full": 3.0, "rejected": 1.0}
-    assert metrics["gpupool_agent_samples_pushed"] == [({}, 500.0)]
-    assert metrics["gpupool_agent_push_failures"] == [({}, 4.0)]
-    assert metrics["gpupool_agent_pod_lookup_failures"] == [({}, 2.0)]
-    assert metrics["gpupool_agent_last_push_success_timestamp_seconds"] == [({}, 1.8e9)]
-    assert metrics["gpupool_agent_last_sample_timestamp_seconds"] == [({}, 1_800_000_010.0)]
+    assert metrics["gpupool_agent_samples_pushed"] == [({"Hostname": "gpu-node-1"}, 500.0)]
+    assert metrics["gpupool_agent_push_failures"] == [({"Hostname": "gpu-node-1"}, 4.0)]
+    assert metrics["gpupool_agent_pod_lookup_failures"] == [({"Hostname": "gpu-node-1"}, 2.0)]
+    assert metrics["gpupool_agent_last_push_success_timestamp_seconds"] == [
+        ({"Hostname": "gpu-node-1"}, 1.8e9)
+    ]
+    assert metrics["gpupool_agent_last_sample_timestamp_seconds"] == [
+        ({"Hostname": "gpu-node-1"}, 1_800_000_010.0)
+    ]
 
 
 def test_counters_are_exposed_with_the_total_suffix() -> None:
     registry = CollectorRegistry()
     registry.register(AgentCollector("n", lambda: status(example_snapshot())))
     text = generate_latest(registry).decode()
-    assert 'gpupool_agent_samples_dropped_total{reason="buffer_full"} 3.0' in text
-    assert "gpupool_agent_push_failures_total 4.0" in text
+    assert 'gpupool_agent_samples_dropped_total{Hostname="n",reason="buffer_full"} 3.0' in text
+    assert 'gpupool_agent_push_failures_total{Hostname="n"} 4.0' in text
     assert "# TYPE DCGM_FI_DEV_GPU_UTIL gauge" in text
 
 
 def test_before_any_reading_and_before_any_push() -> None:
     metrics = scrape(status(None, last_push_success=None, last_sample=None))
-    assert metrics["gpupool_agent_nvml_up"] == [({}, 0.0)]
+    assert metrics["gpupool_agent_nvml_up"] == [({"Hostname": "gpu-node-1"}, 0.0)]
     assert metrics["DCGM_FI_DEV_GPU_UTIL"] == []
     assert "gpupool_agent_last_push_success_timestamp_seconds" not in metrics
     assert "gpupool_agent_last_sample_timestamp_seconds" not in metrics
@@ -154,4 +161,4 @@ def test_before_any_reading_and_before_any_push() -> None:
 def test_nvml_down_reports_zero() -> None:
     down = NodeReading(at=datetime(2026, 11, 22, tzinfo=UTC), nvml_ok=False, error="x")
     metrics = scrape(status(Snapshot(reading=down)))
-    assert metrics["gpupool_agent_nvml_up"] == [({}, 0.0)]
+    assert metrics["gpupool_agent_nvml_up"] == [({"Hostname": "gpu-node-1"}, 0.0)]
