@@ -173,9 +173,29 @@ def run(config: AgentConfig) -> None:
         server.stop()
 
 
+def bench_agent(
+    gpus: Annotated[int, typer.Option(help="GPUs on the synthetic node.")] = 8,
+    mig: Annotated[int, typer.Option(help="MIG instances per GPU (0: whole GPUs).")] = 0,
+    passes: Annotated[int, typer.Option(help="Sampling passes and scrapes to time.")] = 200,
+    samples: Annotated[int, typer.Option(help="Samples to buffer and push.")] = 20_000,
+) -> None:
+    """Time the agent's own work (NVML replaced by a synthetic reader): a sampling pass,
+    a /metrics scrape, memory per buffered sample, push throughput to a loopback server."""
+    from metrics.agent.bench import run_bench
+
+    for name, value in (("gpus", gpus), ("passes", passes), ("samples", samples)):
+        if value < 1:
+            raise typer.BadParameter(f"must be at least 1, got {value}", param_hint=f"--{name}")
+    if mig < 0:
+        raise typer.BadParameter(f"must be 0 or more, got {mig}", param_hint="--mig")
+    for line in run_bench(gpus=gpus, mig=mig, passes=passes, samples=samples).lines():
+        typer.echo(line)
+
+
 def register(cli: Cli) -> None:
-    """Add ``gpupool agent`` to the root of the ``gpupool`` CLI."""
+    """Add ``gpupool agent`` to the root of the CLI and ``gpupool bench agent``."""
     cli.root.command("agent")(agent)
+    cli.bench.command("agent")(bench_agent)
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ from scheduler.cli import Cli
 
 def cli() -> typer.Typer:
     root = typer.Typer()
-    register(Cli(root=root, db=typer.Typer(), bench=typer.Typer()))
+    bench = typer.Typer()
+    root.add_typer(bench, name="bench")
+    register(Cli(root=root, db=typer.Typer(), bench=bench))
 
     @root.callback()
     def main() -> None:
@@ -91,3 +93,19 @@ def test_a_busy_port_is_a_clear_error() -> None:
         )
     assert result.exit_code == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}" in " ".join(result.output.split())
+
+
+def test_bench_agent_prints_its_numbers() -> None:
+    result = CliRunner().invoke(
+        cli(), ["bench", "agent", "--gpus", "2", "--mig", "3", "--passes", "2", "--samples", "50"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "devices per node             6" in result.output
+    for label in ("sampling pass", "/metrics scrape", "buffered sample", "push throughput"):
+        assert label in result.output
+
+
+def test_bench_agent_refuses_nonsense() -> None:
+    result = CliRunner().invoke(cli(), ["bench", "agent", "--gpus", "0"])
+    assert result.exit_code == 2
+    assert "must be at least 1, got 0" in " ".join(result.output.split())
