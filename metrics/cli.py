@@ -199,14 +199,17 @@ def register(cli: Cli) -> None:
 
 
 def main() -> None:
-    """``python -m metrics.cli agent ...``: the agent without the rest of the CLI."""
+    """``python -m metrics.cli agent|bench agent ...``: without the rest of the CLI."""
     app = typer.Typer(add_completion=False, no_args_is_help=True)
 
     @app.callback()
     def root() -> None:
         """gpupool's GPU node agent."""  # A callback keeps ``agent`` a named subcommand.
 
+    bench = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers.")
+    app.add_typer(bench, name="bench")
     app.command("agent")(agent)
+    bench.command("agent")(bench_agent)
     app()
 
 
