@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from metrics.agent.attribution import PodAttributor, Snapshot
 from metrics.agent.buffer import SampleBuffer
@@ -56,6 +56,8 @@ class Agent:
         self._last_sample: float | None = None
         self.registry = CollectorRegistry()
         self.registry.register(AgentCollector(config.node_name, self.status))
+        # process_resident_memory_bytes and friends: the DaemonSet's own footprint.
+        ProcessCollector(registry=self.registry)
 
     @property
     def latest(self) -> Snapshot | None:

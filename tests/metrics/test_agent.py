@@ -178,6 +178,7 @@ def test_metrics_and_samples_from_the_fake_nvml_with_pod_labels(
     [(mig_labels, _)] = [s for s in metrics["DCGM_FI_DEV_FB_USED"] if s[0]["gpu"] == "1"]
     assert (mig_labels["GPU_I_PROFILE"], mig_labels["namespace"]) == ("2g.20gb", "beta")
     assert metrics["gpupool_agent_nvml_up"] == [({"Hostname": NODE}, 1.0)]
+    assert metrics["process_resident_memory_bytes"][0][1] > 0
 
     assert agent.pusher is not None and agent.pusher.push_pending().value == "sent"
     [request] = receiver.requests
