@@ -109,11 +109,16 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
     }
     out.stale = len(ids) - len(fresh)
 
-    # Preemptions first: they return the GPUs that new reservations may open on.
+    # Preemptions first: they return the GPUs that new reservations may open on. Those due
+    # later are recorded on the victim, so the stored plan never double-books and the
+    # borrower sees when its GPUs will be reclaimed.
+    later: dict[int, solver.Preemption] = {}
     for p in plan.preemptions:
         if from_epoch(p.at) > now:
-            continue
-        out.preempted += _preempt(session, p, now)
+            later[p.request_id] = p
+        else:
+            out.preempted += _preempt(session, p, now)
+    _schedule_reclaims(session, later, now)
 
     usage = _open_usage(session)
     capacity = {n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained}
@@ -286,6 +291,38 @@ def _preempt(session: Session, p: solver.Preemption, now: datetime) -> int:
             message=message + " Requeued; the next cycle plans it again.",
         )
     return 1
+
+
+def _schedule_reclaims(
+    session: Session, later: dict[int, solver.Preemption], now: datetime
+) -> None:
+    rows = session.exec(
+        select(ReservationRow).where(ReservationRow.state == ReservationState.ACTIVE.value)
+    ).all()
+    for res in rows:
+        want = later.get(res.request_id)
+        at = from_epoch(want.at) if want else None
+        if at == res.preempt_at and (want is None or want.for_tenant == res.preempt_for):
+            continue
+        res.preempt_at = at
+        res.preempt_for = want.for_tenant if want else None
+        res.updated_at = now
+        session.add(res)
+        if want is not None and at is not None:
+            lifecycle.record_event(
+                session,
+                res.request_id,
+                now,
+                "reclaim_scheduled",
+                f"Borrowed GPUs will be reclaimed at {at:%Y-%m-%d %H:%M:%S} UTC for tenant "
+                f"{want.for_tenant}'s guaranteed quota.",
+                data={"at": at.isoformat(), "for_tenant": want.for_tenant},
+            )
+        else:
+            lifecycle.record_event(
+                session, res.request_id, now, "reclaim_cancelled", "The scheduled reclaim is off."
+            )
+    session.flush()
 
 
 def close_ended(session: Session, now: datetime) -> int:

@@ -158,6 +158,10 @@ class ReservationRow(SQLModel, table=True):
     state: str = Field(max_length=20)
     end_reason: str | None = Field(default=None, max_length=40)
     ended_at: datetime | None = _utc(nullable=True)
+    # A reclaim the plan has scheduled for this open, borrowed reservation: its GPUs are
+    # promised to ``preempt_for``'s guaranteed quota from ``preempt_at`` on.
+    preempt_at: datetime | None = _utc(nullable=True)
+    preempt_for: str | None = Field(default=None, max_length=63)
     created_at: datetime = _utc()
     updated_at: datetime = _utc()
     version: int = Field(default=1, sa_column=_version_column())

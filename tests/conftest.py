@@ -91,11 +91,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         path = tmp_path / "gpupool.db"
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
-    url: str = request.getfixturevalue("pg_database")
-    engine = make_engine(url)
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The run's PostgreSQL database, emptied for this test."""
+    engine = make_engine(pg_database)
     _truncate_all(engine)
     engine.dispose()
-    return url
+    return pg_database
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from sqlmodel import col, select
 from api.deps import Ctx, Operator
 from api.routers.params import Cursor, Limit
 from api.schemas.common import ClassName, NodeName, Page, TenantName
-from api.schemas.plan import AuditPublic, CyclePublic, PlanPublic
+from api.schemas.plan import AuditPublic, CyclePublic, PlanPublic, SchedulerStatus
 from api.schemas.requests import ReservationPublic
 from scheduler.errors import InvalidInput
 from scheduler.services import audit
@@ -71,3 +71,21 @@ def audit_log(
             action=action,
         )
         return Page(items=[AuditPublic.of(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/scheduler", response_model=SchedulerStatus, summary="Replicas, leader, last cycle")
+def scheduler_status(ctx: Ctx, who: Operator) -> SchedulerStatus:
+    runner = ctx.runner
+    lease = runner.lease if runner else None
+    view = lease.view() if lease else None
+    with ctx.read() as s:
+        last = s.exec(select(CycleRunRow).order_by(col(CycleRunRow.id).desc()).limit(1)).first()
+    return SchedulerStatus(
+        replica=lease.identity if lease else "embedded",
+        is_leader=bool(runner and runner.is_leader),
+        leader=view.holder if view else None,
+        term=view.term if view else None,
+        lease_expires_at=view.expires_at if view else None,
+        cycles_run_here=runner.cycles if runner else 0,
+        last_cycle=CyclePublic.of(last) if last else None,
+    )

@@ -78,6 +78,10 @@ class ReservationPublic(BaseModel):
     allocation: list[NodeShare]
     end_reason: str | None
     ended_at: datetime | None
+    preempt_at: datetime | None = Field(
+        None, description="A reclaim scheduled for this borrowed reservation, if any."
+    )
+    preempt_for: str | None = Field(None, description="The tenant whose guarantee reclaims it.")
 
     @classmethod
     def of(cls, view: ReservationView) -> ReservationPublic:
@@ -95,6 +99,8 @@ class ReservationPublic(BaseModel):
             allocation=[NodeShare(node=n, gpus=g) for n, g in view.allocation.items()],
             end_reason=r.end_reason,
             ended_at=r.ended_at,
+            preempt_at=r.preempt_at,
+            preempt_for=r.preempt_for,
         )
 
 

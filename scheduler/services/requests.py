@@ -279,6 +279,7 @@ def end_active_reservation(session: Session, req: RequestRow, now: datetime, rea
         res.end_reason = reason
         res.ended_at = now
         res.end = min(res.end, now)
+        res.preempt_at = None
         res.updated_at = now
         session.add(res)
     session.flush()
