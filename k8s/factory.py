@@ -1,0 +1,54 @@
+"""Builds a :class:`~k8s.controller.Controller` for a kubeconfig, in-cluster config, or the
+simulated cluster (the embedded default of ``gpupool serve`` and the demo)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from kubernetes import client, config
+
+from k8s.controller import Controller
+from k8s.kube import KubeCluster
+from k8s.port import Clock, SchedulerPort, utc_now
+from k8s.settings import ControllerSettings
+from k8s.simulated import SimNode, SimulatedCluster
+
+
+def api_client(
+    kubeconfig: str | None = None, *, in_cluster: bool = False, context: str | None = None
+) -> client.ApiClient:
+    """An official-client ``ApiClient`` from a kubeconfig file or the pod's service account."""
+    configuration = client.Configuration()
+    if in_cluster:
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    return client.ApiClient(configuration)
+
+
+def build_controller(
+    port: SchedulerPort,
+    *,
+    kubeconfig: str | None = None,
+    in_cluster: bool = False,
+    context: str | None = None,
+    inventory: Sequence[SimNode] = (),
+    clock: Clock = utc_now,
+    settings: ControllerSettings | None = None,
+) -> Controller:
+    """A controller on a real cluster when ``kubeconfig`` or ``in_cluster`` is given, else on
+    a :class:`SimulatedCluster` holding ``inventory``.
+
+    In the simulation there is one process and no installer, so leader election is off and
+    tenant namespaces are created by the controller.
+    """
+    if kubeconfig is not None or in_cluster:
+        cluster = KubeCluster(api_client(kubeconfig, in_cluster=in_cluster, context=context))
+        return Controller(port, cluster, clock, settings or ControllerSettings())
+    simulated = SimulatedCluster(inventory, clock=clock)
+    base = settings or ControllerSettings()
+    sim_settings = dataclasses.replace(base, leader_election=False, create_namespaces=True)
+    return Controller(port, simulated, clock, sim_settings)
