@@ -321,7 +321,7 @@ class Controller:
                     return "", f"admit {pod.namespace}/{pod.name}: {read_error}"
                 if fresh is None or fresh.uid != pod.uid or not fresh.gated:
                     return "", None
-                if fresh.resource_version == pod.resource_version:
+                if isinstance(exc, Refused) and fresh.resource_version == pod.resource_version:
                     with self._memo_lock:
                         self._refused_patches.add((pod.uid, pod.resource_version))
                     self._emit(

@@ -21,9 +21,9 @@ def api_client(
     """An official-client ``ApiClient`` from a kubeconfig file or the pod's service account."""
     configuration = client.Configuration()
     if in_cluster:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        config.load_kube_config(
+        config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, context=context, client_configuration=configuration
         )
     return client.ApiClient(configuration)

@@ -268,7 +268,7 @@ class KubeCluster:
     def close(self) -> None:
         for i in self._informers:
             i.stop()
-        self.api_client.close()
+        self.api_client.close()  # type: ignore[no-untyped-call]
 
     def wait_for_change(self, timeout: float) -> bool:
         changed = self._changed.wait(timeout)
@@ -329,7 +329,7 @@ class KubeCluster:
             lambda: self.core.create_namespaced_pod_eviction(
                 pod.name,
                 pod.namespace,
-                body,
+                _body(body),
                 _preload_content=False,
                 _request_timeout=self._timeout,
             ),
@@ -344,7 +344,7 @@ class KubeCluster:
             lambda: self.core.delete_namespaced_pod(
                 pod.name,
                 pod.namespace,
-                body=body,
+                body=_body(body),
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )
@@ -354,7 +354,7 @@ class KubeCluster:
         self._call(
             lambda: self.core.create_namespaced_event(
                 event.pod.namespace,
-                event_body(event, datetime.now().astimezone()),
+                _body(event_body(event, datetime.now().astimezone())),
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )
@@ -363,7 +363,7 @@ class KubeCluster:
     def create_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         self._call(
             lambda: self.core.create_namespace(
-                {"metadata": {"name": name, "labels": dict(labels)}},
+                _body({"metadata": {"name": name, "labels": dict(labels)}}),
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )
@@ -387,7 +387,7 @@ class KubeCluster:
             }
             self._call(
                 lambda: self.core.create_namespaced_resource_quota(
-                    namespace, body, _preload_content=False, _request_timeout=self._timeout
+                    namespace, _body(body), _preload_content=False, _request_timeout=self._timeout
                 )
             )
             return True
@@ -432,7 +432,7 @@ class KubeCluster:
             lambda: self._json(
                 self.coordination.create_namespaced_lease(
                     namespace,
-                    lease_body(name, record),
+                    _body(lease_body(name, record)),
                     _preload_content=False,
                     _request_timeout=self._timeout,
                 )
@@ -446,7 +446,7 @@ class KubeCluster:
                 self.coordination.replace_namespaced_lease(
                     name,
                     namespace,
-                    lease_body(name, record),
+                    _body(lease_body(name, record)),
                     _preload_content=False,
                     _request_timeout=self._timeout,
                 )
@@ -476,3 +476,9 @@ class KubeCluster:
                 raise error
             time.sleep(delays[attempt])
             attempt += 1
+
+
+def _body(raw: Raw) -> Any:
+    """Send a plain JSON body: the client serialises dicts as they are, which keeps us free of
+    its model classes (whose constructors differ between client versions)."""
+    return raw

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from k8s.apisim.store import TERMINAL_PHASES, Obj, Store, parse_timestamp, pod_gpus, timestamp
@@ -115,7 +116,7 @@ class KubeletSim:
                 if target is None:
                     continue
                 used[target] = used.get(target, 0) + pod_gpus(pod, self.gpu_resource)
-                self.store.update_status("pods", ns, name, lambda p, t=target: self._bind(p, t))
+                self.store.update_status("pods", ns, name, partial(self._bind, node=target))
                 changed += 1
                 continue
             run = (meta.get("annotations") or {}).get(RUN_SECONDS)
@@ -126,7 +127,7 @@ class KubeletSim:
                 and now >= parse_timestamp(start) + timedelta(seconds=float(run))
             ):
                 code = int((meta.get("annotations") or {}).get(EXIT_CODE, 0))
-                self.store.update_status("pods", ns, name, lambda p, c=code: self._finish(p, c))
+                self.store.update_status("pods", ns, name, partial(self._finish, exit_code=code))
                 changed += 1
         return changed
 

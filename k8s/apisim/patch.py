@@ -49,11 +49,13 @@ def apply_patch(target: dict[str, Any], patch_type: str, patch: Any) -> dict[str
     if patch_type == JSON_PATCH:
         if not isinstance(patch, list):
             raise bad_request("json patch must be a list of operations")
-        return _json_patch(doc, patch)
+        patched: dict[str, Any] = _json_patch(doc, patch)
+        return patched
     if not isinstance(patch, dict):
         raise bad_request("merge patch must be a JSON object")
     if patch_type == MERGE_PATCH:
-        return _merge_patch(doc, patch)
+        merged: dict[str, Any] = _merge_patch(doc, patch)
+        return merged
     if patch_type == STRATEGIC_MERGE_PATCH:
         return _strategic_merge(doc, patch)
     raise ApiError(

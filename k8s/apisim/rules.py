@@ -52,11 +52,16 @@ def _semantic(value: Any) -> Any:
 def quantity(value: Any) -> Decimal:
     """A resource quantity as a number (``"2"``, ``2``, ``"500m"``, ``"1k"``)."""
     text = str(value).strip()
-    suffixes = {"m": Decimal("0.001"), "k": Decimal(1000), "M": Decimal(10**6), "Ki": 1024}
+    suffixes: dict[str, Decimal] = {
+        "m": Decimal("0.001"),
+        "k": Decimal(1000),
+        "M": Decimal(10**6),
+        "Ki": Decimal(1024),
+    }
     for suffix, factor in suffixes.items():
         if text.endswith(suffix):
             try:
-                return Decimal(text[: -len(suffix)]) * Decimal(factor)
+                return Decimal(text[: -len(suffix)]) * factor
             except InvalidOperation:
                 break
     try:

@@ -11,6 +11,7 @@ does. It backs both the simulated cluster and the loopback fake API server.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import secrets
 import threading
@@ -292,7 +293,7 @@ class Store:
         label_selector: str | None = None,
         field_selector: str | None = None,
         timeout: float = 0.0,
-    ) -> tuple[list[tuple[str, Obj, int]], int]:
+    ) -> tuple[builtins.list[tuple[str, Obj, int]], int]:
         """Watch events ``(type, object, rv)`` after ``since``, waiting up to ``timeout`` for one,
         and the resourceVersion they cover up to (resume from it).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -78,6 +79,8 @@ class FakeApiServer:
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.fake = self
         self._threads: list[threading.Thread] = []
+        self._watch_lock = threading.Lock()
+        self._watches: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -109,6 +112,23 @@ class FakeApiServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def drop_watches(self) -> int:
+        """Cut every open watch stream, as a network fault or an API server restart would;
+        returns how many were cut."""
+        with self._watch_lock:
+            watches = list(self._watches)
+        for sock in watches:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return len(watches)
+
+    def _track_watch(self, sock: socket.socket, open_: bool) -> None:
+        with self._watch_lock:
+            if open_:
+                self._watches.add(sock)
+            else:
+                self._watches.discard(sock)
+
     def _run_kubelet(self) -> None:
         assert self._kubelet_interval is not None
         while not self._stopping.wait(self._kubelet_interval):
@@ -120,6 +140,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     fake: FakeApiServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients drop idle keep-alive connections and watches all the time: not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -264,6 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         sent = 0
+        fake = self.server.fake
+        fake._track_watch(self.connection, True)
         try:
             for line in self._watch_lines(route.resource, namespace, query, timeout, bookmarks):
                 if fault is not None and fault.drop_after is not None and sent >= fault.drop_after:
@@ -277,6 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"")
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
+        finally:
+            fake._track_watch(self.connection, False)
 
     def _watch_lines(
         self,
