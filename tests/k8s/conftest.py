@@ -23,7 +23,9 @@ from k8s.settings import REQUEST_LABEL, TENANT_LABEL, ControllerSettings
 from k8s.simulated import SimulatedCluster
 from tests.k8s.helpers import FakeClock, cluster_of
 
-FAST = dict(leader_election=False, write_workers=4, eviction_grace_s=30, force_delete_after_s=60)
+FAST: dict[str, Any] = dict(
+    leader_election=False, write_workers=4, eviction_grace_s=30, force_delete_after_s=60
+)
 
 
 def kube_cluster(server: FakeApiServer, timeout: float = 2.0) -> KubeCluster:

@@ -27,6 +27,7 @@ def replica(world: World, name: str, cluster: Cluster | None = None) -> Controll
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[World, Controller, Controller]]:
     world = make_world(request.param)
     world.store.create("namespaces", "", {"metadata": {"name": "gpupool-system"}})
+    second: Cluster
     if request.param == "kube":
         assert world.server is not None
         second = kube_cluster(world.server)
