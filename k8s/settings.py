@@ -72,3 +72,60 @@ class ControllerSettings:
         if not product:
             return self.unknown_gpu_class
         return self.gpu_classes.get(product, product)
+
+
+ENV_PREFIX = "GPUPOOL_K8S_"
+
+
+def settings_from_env(environ: Mapping[str, str], **overrides: object) -> ControllerSettings:
+    """Controller settings from ``GPUPOOL_K8S_*`` variables (the ConfigMap of the manifests):
+    ``EVICTION_GRACE_S``, ``FORCE_DELETE_AFTER_S``, ``CREATE_NAMESPACES``, ``NAMESPACE_TEMPLATE``,
+    ``MANAGE_QUOTAS``, ``LEADER_ELECTION``, ``LEASE_NAMESPACE``, ``GPU_CLASSES`` (JSON object),
+    ``TOLERATED_TAINTS`` (comma-separated), ``IDENTITY`` (default: ``POD_NAME``). A bad value
+    raises ``ValueError`` naming the variable."""
+    import json
+
+    values: dict[str, object] = {}
+    kinds: dict[str, type] = {
+        "EVICTION_GRACE_S": int,
+        "FORCE_DELETE_AFTER_S": int,
+        "CREATE_NAMESPACES": bool,
+        "NAMESPACE_TEMPLATE": str,
+        "MANAGE_QUOTAS": bool,
+        "LEADER_ELECTION": bool,
+        "LEASE_NAMESPACE": str,
+        "RESYNC_S": float,
+        "WRITE_WORKERS": int,
+    }
+    for key, kind in kinds.items():
+        raw = environ.get(ENV_PREFIX + key)
+        if raw is None:
+            continue
+        try:
+            if kind is bool:
+                if raw.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError("expected true or false")
+                values[key.lower()] = raw.strip().lower() in ("true", "1", "yes")
+            else:
+                values[key.lower()] = kind(raw)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_PREFIX}{key}: invalid value {raw!r}: {exc}") from exc
+    classes = environ.get(ENV_PREFIX + "GPU_CLASSES")
+    if classes:
+        try:
+            mapping = json.loads(classes)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_PREFIX}GPU_CLASSES: not JSON: {exc}") from exc
+        if not isinstance(mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+        ):
+            raise ValueError(f"{ENV_PREFIX}GPU_CLASSES: must be a JSON object of strings")
+        values["gpu_classes"] = mapping
+    taints = environ.get(ENV_PREFIX + "TOLERATED_TAINTS")
+    if taints is not None:
+        values["tolerated_taints"] = tuple(t.strip() for t in taints.split(",") if t.strip())
+    identity = environ.get(ENV_PREFIX + "IDENTITY") or environ.get("POD_NAME")
+    if identity:
+        values["identity"] = identity
+    values.update(overrides)
+    return ControllerSettings(**values)  # type: ignore[arg-type]
