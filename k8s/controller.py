@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from k8s.cluster import Cluster, ClusterError, Conflict, EventSpec, NotFound, Refused, Snapshot
@@ -385,18 +386,25 @@ class Controller:
                     continue
                 self._events_sent[event.pod.uid] = key
                 fresh.append(event)
-        for event in fresh:
-            try:
-                self.cluster.create_event(event)
-            except ClusterError as exc:
-                log.info(
-                    "event for %s/%s not recorded: %s", event.pod.namespace, event.pod.name, exc
-                )
-                with self._memo_lock:
-                    self._events_sent.pop(event.pod.uid, None)
-                continue
-            if report is not None:
-                report.events += 1
+        if report is None:
+            # Called from a write job already running in the pool: waiting on the pool from
+            # inside it could deadlock, so record inline.
+            for event in fresh:
+                self._record(event)
+            return
+        jobs: list[Callable[[], int]] = [partial(self._record, e) for e in fresh]
+        report.events += sum(self._parallel(jobs))
+
+    def _record(self, event: EventSpec) -> int:
+        try:
+            self.cluster.create_event(event)
+        except ClusterError as exc:
+            # Events are best effort: one that failed is sent again on a later pass.
+            log.info("event for %s/%s not recorded: %s", event.pod.namespace, event.pod.name, exc)
+            with self._memo_lock:
+                self._events_sent.pop(event.pod.uid, None)
+            return 0
+        return 1
 
     def _feedback(
         self,

@@ -134,6 +134,13 @@ class Store:
                 raise not_found(resource, name)
             return copy.deepcopy(obj)
 
+    def count(self, resource: str, predicate: Callable[[Obj], bool]) -> tuple[int, int]:
+        """(objects matching ``predicate``, all objects) of a resource, read in place without
+        copies: cheap enough for a benchmark to poll. ``predicate`` must not modify."""
+        with self._cond:
+            objects = self._objects[resource].values()
+            return sum(1 for o in objects if predicate(o)), len(objects)
+
     def list(
         self,
         resource: str,

@@ -139,6 +139,9 @@ class FakeApiServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default backlog of 5 drops connection attempts when a client opens several at once;
+    # the dropped SYN is retried after a second, which looks like a slow API server.
+    request_queue_size = 128
     fake: FakeApiServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -149,6 +152,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm and delayed ACKs
+    # every answer would stall ~40 ms on loopback.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
