@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 from kubernetes import client, config
 
@@ -21,11 +22,21 @@ def api_client(
     """An official-client ``ApiClient`` from a kubeconfig file or the pod's service account."""
     configuration = client.Configuration()
     if in_cluster:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
+        try:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        except config.ConfigException as exc:
+            raise ValueError(f"in-cluster config: {exc} (is this running in a pod?)") from exc
+        return client.ApiClient(configuration)
+    if kubeconfig is not None and not Path(kubeconfig).expanduser().is_file():
+        raise ValueError(f"kubeconfig: no such file: {kubeconfig}")
+    try:
         config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, context=context, client_configuration=configuration
         )
+    except (config.ConfigException, OSError, ValueError) as exc:
+        raise ValueError(f"kubeconfig {kubeconfig or '(default)'}: {exc}") from exc
     return client.ApiClient(configuration)
 
 
