@@ -16,7 +16,9 @@ class Fault:
     ``status``: answer with this HTTP error instead of serving the request. ``delay``: sleep
     first (longer than the client's timeout, it is a timeout); with ``apply`` the request is
     still carried out afterwards, like a write whose answer was lost. ``drop_after``: for a
-    watch, cut the connection without a proper end after this many events.
+    watch, cut the connection without a proper end after this many events. ``expire``: for a
+    watch, answer with an ERROR event carrying 410 Gone at once, as when the resume point
+    was compacted away.
     """
 
     path: str = ""
@@ -26,6 +28,7 @@ class Fault:
     delay: float = 0.0
     apply: bool = True
     drop_after: int | None = None
+    expire: bool = False
     times: int = 1
     hits: int = field(default=0, init=False)
 

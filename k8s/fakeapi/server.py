@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from k8s.apisim.errors import ApiError, bad_request, not_found
+from k8s.apisim.errors import ApiError, bad_request, gone, not_found
 from k8s.apisim.kubelet import KubeletSim
 from k8s.apisim.patch import PATCH_TYPES
 from k8s.apisim.store import KINDS, Store
@@ -111,6 +111,11 @@ class FakeApiServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def open_watches(self) -> int:
+        with self._watch_lock:
+            return len(self._watches)
 
     def drop_watches(self) -> int:
         """Cut every open watch stream, as a network fault or an API server restart would;
@@ -298,6 +303,10 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         fake._track_watch(self.connection, True)
         try:
+            if fault is not None and fault.expire:
+                self._chunk(_event("ERROR", gone("too old resource version (injected)").status()))
+                self._chunk(b"")
+                return
             for line in self._watch_lines(route.resource, namespace, query, timeout, bookmarks):
                 if fault is not None and fault.drop_after is not None and sent >= fault.drop_after:
                     # Cut the stream mid-way: no terminating chunk, connection reset.
