@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -135,14 +136,13 @@ class Controller:
             self._sleep(wait)
 
     def _sleep(self, seconds: float) -> None:
-        deadline = threading.Event()
         remaining = seconds
         while remaining > 0 and not self._stop.is_set():
             if self._wake.is_set():
                 break
             step = min(remaining, 0.05)
             if self.cluster.wait_for_change(step):
-                deadline.wait(_DEBOUNCE_S)
+                time.sleep(_DEBOUNCE_S)
                 break
             remaining -= step
         self._wake.clear()

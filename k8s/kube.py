@@ -110,7 +110,8 @@ class _Informer:
                 response.shutdown()
             except (AttributeError, OSError):
                 response.close()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5)
 
     def items(self) -> list[Raw]:
         with self._lock:

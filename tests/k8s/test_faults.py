@@ -119,8 +119,19 @@ def test_dropped_watch_and_410_relist_keep_the_cache_true(kube_world: World) -> 
     while cluster.pods.relists == relists and time.monotonic() < deadline:
         time.sleep(0.01)
     assert cluster.pods.relists == relists + 1
+    # Some API servers answer the resume itself with HTTP 410: same outcome.
+    server.faults.add(Fault(path="/pods", watch=True, status=410))
+    while server.open_watches < 3 and time.monotonic() < deadline + 5:
+        time.sleep(0.01)
+    server.drop_watches()
+    kube_world.store.create("pods", "acme", pod("later", 1, gpus=2))
+    kube_world.settle()
+    deadline = time.monotonic() + 5
+    while cluster.pods.relists == relists + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cluster.pods.relists == relists + 2
     report = kube_world.reconcile()
-    assert report.admitted == 3
+    assert report.admitted == 4
 
 
 def test_eviction_refused_by_budget_is_followed_by_delete(kube_world: World) -> None:
@@ -138,3 +149,38 @@ def test_eviction_refused_by_budget_is_followed_by_delete(kube_world: World) -> 
     assert report.deleted == 1
     kube_world.kubelet.step()
     assert kube_world.pods() == {}
+
+
+def test_unreachable_api_is_reported_as_unavailable() -> None:
+    import socket
+
+    from kubernetes import client
+
+    from k8s.cluster import Unavailable
+    from k8s.kube import Backoff
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+    cluster = KubeCluster(
+        client.ApiClient(configuration),
+        request_timeout_s=0.5,
+        backoff=Backoff(base=0.01, cap=0.02, tries=3),
+        sync_timeout_s=0.2,
+    )
+    try:
+        try:
+            cluster.get_pod("acme", "p")
+        except Unavailable as exc:
+            assert exc.temporary
+        else:
+            raise AssertionError("expected Unavailable")
+        try:
+            cluster.snapshot()  # the caches never synced
+        except Unavailable as exc:
+            assert "not synced" in str(exc)
+        else:
+            raise AssertionError("expected Unavailable")
+    finally:
+        cluster.close()
