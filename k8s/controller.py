@@ -102,7 +102,8 @@ class Controller:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread, hand the Lease back and close the cluster connection."""
+        """Stop the thread, hand the Lease back and close the cluster connection. A stopped
+        controller is finished: build a new one to run again."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
