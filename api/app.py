@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
@@ -51,9 +53,11 @@ def create_app(
     engine: Engine | None = None,
     clock: Clock | None = None,
     run_cycles: bool = True,
+    run_controller: bool | None = None,
     upgrade_db: bool = True,
 ) -> FastAPI:
-    """Build the app. ``run_cycles=False`` leaves cycles to the caller (tests, simulator)."""
+    """Build the app. ``run_cycles=False`` leaves cycles to the caller (tests, simulator);
+    the controller runs with the cycles unless ``run_controller`` says otherwise."""
     settings = settings or Settings()
     check_settings(settings)
     engine = engine or make_engine(settings.database_url)
@@ -62,10 +66,15 @@ def create_app(
     runner = CycleRunner(engine, settings, clock, lease=lease)
     ctx = AppContext(settings=settings, engine=engine, clock=clock, runner=runner)
 
+    with_controller = settings.controller and (
+        run_cycles if run_controller is None else run_controller
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if upgrade_db:
             migrate.upgrade(engine)
+        controller = start_controller(ctx) if with_controller else None
         if run_cycles:
             runner.start()
             runner.trigger("startup")
@@ -73,6 +82,8 @@ def create_app(
             yield
         finally:
             runner.stop()
+            if controller is not None:
+                controller.stop()
 
     app = FastAPI(
         title="gpupool",
@@ -88,3 +99,40 @@ def create_app(
 
     mount_metrics(app, ctx)
     return app
+
+
+def start_controller(ctx: AppContext) -> Any:
+    """Build and start the Kubernetes controller: on the cluster of the kubeconfig or
+    in-cluster config, else on the in-process simulated cluster mirroring the inventory."""
+    from k8s.db_port import DatabasePort
+    from k8s.embedded import mirror_static_nodes
+    from k8s.factory import build_controller
+    from k8s.settings import settings_from_env
+
+    s = ctx.settings
+    real = s.kubeconfig is not None or s.in_cluster
+    port = DatabasePort(ctx.engine, ctx.clock.now, on_change=ctx.replan, discover_nodes=real)
+    controller = build_controller(
+        port,
+        kubeconfig=s.kubeconfig,
+        in_cluster=s.in_cluster,
+        context=s.kube_context,
+        clock=ctx.clock.now,
+        settings=settings_from_env(dict(os.environ)),
+    )
+    if not real:
+        mirror_static_nodes(controller.cluster, ctx.engine)
+
+    def after_cycle(result: object) -> None:
+        if not real:
+            mirror_static_nodes(controller.cluster, ctx.engine)
+        controller.wake()
+
+    if ctx.runner is not None:
+        ctx.runner.add_listener(after_cycle)
+    ctx.extras["controller"] = controller
+    controller.start()
+    log.info(
+        "controller running on %s", "a Kubernetes cluster" if real else "the simulated cluster"
+    )
+    return controller

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -55,6 +56,17 @@ def _call(url: str, token: str, method: str, path: str, body: Any = None, **para
             raise typer.Exit(1) from exc
 
 
+def _check_cluster_settings(settings: Any) -> None:
+    """Fail before start-up, in one line, on a missing kubeconfig or a bad GPUPOOL_K8S_* value."""
+    from pathlib import Path
+
+    from k8s.settings import settings_from_env
+
+    if settings.kubeconfig and not Path(settings.kubeconfig).expanduser().is_file():
+        raise ValueError(f"kubeconfig: no such file: {settings.kubeconfig}")
+    settings_from_env(dict(os.environ))
+
+
 def register(cli: Cli) -> None:
     root = cli.root
 
@@ -69,9 +81,15 @@ def register(cli: Cli) -> None:
             bool, typer.Option("--dev", help="Dev mode: allow a weak operator token.")
         ] = False,
         log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+        kubeconfig: Annotated[
+            str | None, typer.Option(help="Enforce plans on this cluster (default: simulated).")
+        ] = None,
+        context: Annotated[str | None, typer.Option(help="Kubeconfig context.")] = None,
+        in_cluster: Annotated[
+            bool, typer.Option("--in-cluster", help="Use the pod's service account.")
+        ] = False,
     ) -> None:
-        """Run the API server and the scheduling cycle (SQLite and the simulated cluster by
-        default)."""
+        """Run the API server, the scheduling cycle and the controller."""
         import uvicorn
 
         from api.app import ConfigError, create_app
@@ -86,7 +104,18 @@ def register(cli: Cli) -> None:
             overrides["database_url"] = database_url
         if dev:
             overrides["dev_mode"] = True
+        if kubeconfig:
+            overrides["kubeconfig"] = kubeconfig
+        if context:
+            overrides["kube_context"] = context
+        if in_cluster:
+            overrides["in_cluster"] = True
         settings = Settings(**overrides)
+        try:
+            _check_cluster_settings(settings)
+        except ValueError as exc:
+            typer.echo(f"gpupool: error: {exc}", err=True)
+            raise typer.Exit(2) from exc
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )

@@ -1,13 +1,17 @@
 """``gpupool demo``: a server on a demo pool, and a scripted workload submitted through the API.
 
-Three startups share six nodes. Requests arrive over about a minute; the script plays each
-tenant's job runner: it reports completion when the "work" is done, or lets the window run
-out. Every state change is printed as it happens, with the planned start and the reason.
+Three startups share six nodes. Requests arrive over about a minute. For each request the
+script plays the tenant's job runner: it creates the request's pods, gated, in the embedded
+simulated cluster, where they "run" for a set time once the controller ungates them; when all
+of a request's pods succeed the request completes early, and pods still running when the
+window ends are evicted. Every state change is printed as it happens, with the planned start
+and the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -117,7 +121,10 @@ def run_demo(*, port: int, database: str, keep_serving: bool, speed: float) -> i
         resolution_s=1,
         min_runtime_s=int(10 * speed),
     )
-    server, thread = _free_port_server(create_app(settings), port)
+    os.environ.setdefault("GPUPOOL_K8S_RESYNC_S", "1")  # the controller looks every second
+    app = create_app(settings)
+    server, thread = _free_port_server(app, port)
+    cluster = app.state.ctx.extras["controller"].cluster
     base = f"http://127.0.0.1:{port}"
     print(f"gpupool demo: server on {base} (docs: {base}/docs), database {database}")
     op = Client(base, OPERATOR_TOKEN)
@@ -132,7 +139,6 @@ def run_demo(*, port: int, database: str, keep_serving: bool, speed: float) -> i
     pending = sorted(WORKLOAD, key=lambda j: j.at_s)
     jobs: dict[int, Job] = {}
     seen: dict[int, tuple[str, str | None, str | None]] = {}
-    started_at: dict[int, float] = {}
     stuck: dict[int, float] = {}
     failures = 0
     while True:
@@ -153,6 +159,16 @@ def run_demo(*, port: int, database: str, keep_serving: bool, speed: float) -> i
                     "/v1/requests", body, headers={"Idempotency-Key": f"demo-{job.name}"}
                 )
                 jobs[r["id"]] = job
+                per_node = r["gpus_per_node"]
+                cluster.ensure_namespace(job.tenant, job.tenant)
+                cluster.submit_pods(
+                    job.tenant,
+                    r["id"],
+                    job.gpus // per_node,
+                    per_node,
+                    run_seconds=job.runs_s * speed if job.runs_s is not None else None,
+                    prefix=job.name,
+                )
                 print(
                     f"{_now()}  {job.tenant:<12} #{r['id']:<3} submits {job.name}: "
                     f"{job.gpus} x {job.gpu_class} for {int(job.duration_s * speed)} s"
@@ -179,16 +195,6 @@ def run_demo(*, port: int, database: str, keep_serving: bool, speed: float) -> i
                     )
                     with contextlib.suppress(ApiError):
                         clients[job.tenant].post(f"/v1/requests/{rid}/cancel")
-            if r["state"] == "active":
-                started_at.setdefault(rid, time.monotonic())
-                if (
-                    job.runs_s is not None
-                    and time.monotonic() - started_at[rid] >= job.runs_s * speed
-                ):
-                    with contextlib.suppress(ApiError):
-                        clients[job.tenant].post(
-                            f"/v1/requests/{rid}/complete", {"detail": "training script exited 0"}
-                        )
         terminal = {"completed", "expired", "cancelled", "rejected", "failed", "preempted"}
         if not pending and jobs and all(seen.get(i, ("",))[0] in terminal for i in jobs):
             break

@@ -125,7 +125,12 @@ def run_round(
                 gated, _ = store.count("pods", lambda p: bool(p["spec"].get("schedulingGates")))
                 return gated == 0
 
-            opened = start.timestamp()
+            # The reservation opens when the scheduler's cycle makes the request active at
+            # its start; the controller is woken right after, as the server does.
+            time.sleep(max(0.0, start.timestamp() - time.time()))
+            port.set_state(1, RequestState.ACTIVE)
+            opened = time.time()
+            controller.wake()
             done = _wait(all_ungated, lead_s + 30)
             admit_s = time.time() - (time.perf_counter() - done) - opened
             view = port.request(1)

@@ -59,8 +59,10 @@ class RequestView:
     window_end: datetime | None = None
 
     def window_open(self, now: datetime) -> bool:
-        """True when the reservation exists and ``now`` lies inside its window."""
-        if self.state not in (RequestState.PLANNED, RequestState.ACTIVE) or not self.allocation:
+        """True when the request is active and ``now`` lies inside its window. A planned
+        request whose start has passed waits for the scheduler's cycle to open it: until then
+        the plan may still move it, and admitting its pods could double-book a node."""
+        if self.state is not RequestState.ACTIVE or not self.allocation:
             return False
         if self.window_start is None or self.window_end is None:
             return False

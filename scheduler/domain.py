@@ -83,6 +83,7 @@ class Role(StrEnum):
     OPERATOR = "operator"
     TENANT = "tenant"
     AGENT = "agent"
+    CONTROLLER = "controller"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +103,9 @@ class Principal:
 
     @property
     def is_operator(self) -> bool:
-        return self.role is Role.OPERATOR
+        """The operator, or the controller acting for the hub: sees every tenant's objects."""
+        return self.role in (Role.OPERATOR, Role.CONTROLLER)
 
 
 OPERATOR = Principal(Role.OPERATOR)
-SYSTEM = Principal(Role.OPERATOR)
+CONTROLLER = Principal(Role.CONTROLLER)

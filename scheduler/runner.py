@@ -38,7 +38,7 @@ class CycleRunner:
         self._settings = settings
         self._clock = clock
         self.lease = lease
-        self._on_result = on_result
+        self._listeners: list[Callable[[CycleResult], None]] = [on_result] if on_result else []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -76,9 +76,16 @@ class CycleRunner:
             self.cycles += 1
             self.last_result = result
             self._next_event = result.next_event
-        if self._on_result is not None:
-            self._on_result(result)
+        for listener in self._listeners:
+            try:
+                listener(result)
+            except Exception:  # a listener (metrics, the controller) must not stop cycles
+                log.exception("cycle listener failed")
         return result
+
+    def add_listener(self, listener: Callable[[CycleResult], None]) -> None:
+        """Call ``listener`` with every cycle's result (metrics, waking the controller)."""
+        self._listeners.append(listener)
 
     def start(self) -> None:
         if self._threads:

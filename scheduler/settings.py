@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
 
+    # Kubernetes: without a kubeconfig or in-cluster config the controller runs against the
+    # in-process simulated cluster (the embedded default).
+    kubeconfig: str | None = Field(None, description="Path of a kubeconfig to enforce plans on.")
+    kube_context: str | None = Field(None, description="Context of the kubeconfig to use.")
+    in_cluster: bool = Field(False, description="Use the pod's service account (in a cluster).")
+    controller: bool = Field(True, description="Run the controller (set false for API-only).")
+
     # planning
     cycle_interval_s: float = Field(30.0, gt=0, description="Timer between scheduling cycles.")
     cycle_debounce_s: float = Field(0.5, ge=0, description="Wait after an event before a cycle.")

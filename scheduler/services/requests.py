@@ -330,6 +330,23 @@ def complete(
     return row
 
 
+def fail(
+    session: Session, who: Principal, now: datetime, request_id: int, reason: str
+) -> RequestRow:
+    """The work failed (a pod of the request failed): the reservation ends now."""
+    row = get_visible(session, who, request_id)
+    if row.state != RequestState.ACTIVE.value:
+        raise InvalidState(f"request {request_id} is {row.state}; only an active one can fail")
+    end_active_reservation(session, row, now, "failed")
+    _must(
+        lifecycle.transition(
+            session, row, RequestState.FAILED, now, reason_code="failed", message=reason[:500]
+        ),
+        request_id,
+    )
+    return row
+
+
 def _must(done: bool, request_id: int) -> None:
     if not done:
         raise Conflict(f"request {request_id} changed while this call ran; try again")

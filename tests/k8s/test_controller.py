@@ -36,7 +36,11 @@ def test_reservation_start_admits_pods_on_reserved_nodes(world: World) -> None:
     ) in world.events()
     assert report.next_wake == T0 + timedelta(minutes=10)
 
+    # The start time alone does not admit: the scheduler's cycle must open the reservation
+    # (until then the plan may still move it).
     world.clock.advance(600)
+    assert world.reconcile().admitted == 0
+    world.port.set_state(1, RequestState.ACTIVE)
     report = world.reconcile()
     pinned = admitted(world)
     assert report.admitted == 4 and len(pinned) == 4

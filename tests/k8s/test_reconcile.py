@@ -101,7 +101,9 @@ def test_standing_reasons() -> None:
         in standing(view(pod("a", 5)), reqs, ns, tenants, T0 - timedelta(minutes=1)).message
     )
     assert reason(view(pod("a", 1)), T0 + timedelta(hours=2)) == "RequestEnded"
-    assert standing(view(pod("a", 5)), reqs, ns, tenants, now).open  # window open by clock
+    # A planned request whose start has passed still waits for the cycle to open it.
+    assert not standing(view(pod("a", 5)), reqs, ns, tenants, now).open
+    assert standing(view(pod("a", 1)), reqs, ns, tenants, now).open
     assert standing(view(pod("a", 1)), reqs, ns, {"acme": False}, now).reason == "TenantInactive"
 
 
