@@ -97,10 +97,16 @@ def _check(fence: Fence | None, session: Session) -> None:
 
 
 def run_cycle(
-    engine: Engine, settings: Settings, clock: Clock, *, fence: Fence | None = None
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    *,
+    fence: Fence | None = None,
+    plan_fn: PlanFn = solver.plan,
 ) -> CycleResult:
     """Run one cycle now and record it. ``fence`` is checked inside each write transaction;
-    when it fails, the transaction rolls back and :class:`NotLeader` is raised."""
+    when it fails, the transaction rolls back and :class:`NotLeader` is raised. ``plan_fn``
+    is the planning policy (the simulator swaps in baseline policies; the server never does)."""
     result = CycleResult(started_at=clock.now())
     t0 = time.perf_counter()
     with session_scope(engine) as session:
@@ -113,7 +119,7 @@ def run_cycle(
         snap = snapshot_phase.take(session, clock.now(), settings)
     t2 = time.perf_counter()
     config = solver_config(settings)
-    plan, violations, fallback = decide(snap.problem, config)
+    plan, violations, fallback = decide(snap.problem, config, plan_fn)
     t3 = time.perf_counter()
     result.timings = {"advance": t1 - t0, "snapshot": t2 - t1, "decide": t3 - t2}
     result.planner, result.status = plan.planner, plan.status

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Engine
 
 from scheduler.clock import Clock
-from scheduler.cycle import CycleResult, NotLeader, run_cycle
+from scheduler.cycle import CycleResult, NotLeader, PlanFn, run_cycle
 from scheduler.leader import LeaderLease
 from scheduler.settings import Settings
 
@@ -33,11 +33,13 @@ class CycleRunner:
         *,
         lease: LeaderLease | None = None,
         on_result: Callable[[CycleResult], None] | None = None,
+        plan_fn: PlanFn | None = None,
     ) -> None:
         self._engine = engine
         self._settings = settings
         self._clock = clock
         self.lease = lease
+        self._plan_fn = plan_fn
         self._listeners: list[Callable[[CycleResult], None]] = [on_result] if on_result else []
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -72,7 +74,12 @@ class CycleRunner:
         with self._lock:
             self._last_started_wall = datetime.now(UTC)
             self._last_started_mono = time.monotonic()
-            result = run_cycle(self._engine, self._settings, self._clock, fence=fence)
+            if self._plan_fn is None:
+                result = run_cycle(self._engine, self._settings, self._clock, fence=fence)
+            else:
+                result = run_cycle(
+                    self._engine, self._settings, self._clock, fence=fence, plan_fn=self._plan_fn
+                )
             self.cycles += 1
             self.last_result = result
             self._next_event = result.next_event
