@@ -150,6 +150,44 @@ def register(cli: Cli) -> None:
 
         sys.exit(run_demo(port=port, database=database, keep_serving=keep_serving, speed=speed))
 
+    @cli.bench.command("api")
+    def bench_api(
+        backend: Annotated[str, typer.Option(help="sqlite or postgresql")] = "sqlite",
+        postgres_url: Annotated[
+            str, typer.Option(help="Admin URL; a fresh database is created per phase.")
+        ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+        tenants: Annotated[int, typer.Option(help="Concurrent tenants (mixed, burst).")] = 50,
+        seconds: Annotated[float, typer.Option(help="Length of the mixed load.")] = 60.0,
+        burst_seconds: Annotated[float, typer.Option(help="Length of the submit burst.")] = 20.0,
+        gpus: Annotated[int, typer.Option(help="Pool size (8-GPU nodes).")] = 1024,
+        plan_requests: Annotated[int, typer.Option(help="Requests of the planning run.")] = 15000,
+        plan_tenants: Annotated[int, typer.Option(help="Tenants of the planning run.")] = 30,
+        json_out: Annotated[
+            str | None, typer.Option("--json", help="Write the report here.")
+        ] = None,
+    ) -> None:
+        """The API under load against a real server process: throughput, latency, and how
+        soon 15,000 requests are all planned."""
+        import json as json_module
+
+        from api import bench
+
+        if backend not in ("sqlite", "postgresql"):
+            raise typer.BadParameter("must be sqlite or postgresql", param_hint="--backend")
+        report = bench.main(
+            backend=backend,
+            pg_admin_url=postgres_url,
+            tenants=tenants,
+            seconds=seconds,
+            burst_seconds=burst_seconds,
+            gpus=gpus,
+            plan_requests=plan_requests,
+            plan_tenants=plan_tenants,
+        )
+        if json_out:
+            with open(json_out, "w") as fh:
+                json_module.dump(report, fh, indent=2, default=str)
+
     tenants = typer.Typer(no_args_is_help=True, help="Tenants (operator).")
     root.add_typer(tenants, name="tenants")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 import solver
@@ -27,6 +27,27 @@ log = logging.getLogger(__name__)
 
 #: An ETA that moves less than this is not reported as a change.
 ETA_TOLERANCE = timedelta(seconds=60)
+
+
+@dataclass
+class RequestRef:
+    """The columns of a waiting request the apply phase reads (a plain row: the cycle touches
+    every waiting request, and ORM instances would cost more than the writes)."""
+
+    id: int
+    tenant: str
+    gpu_class: str
+    gpus: int
+    state: str
+    version: int
+    planned_start: datetime | None
+    planned_end: datetime | None
+    first_planned_start: datetime | None
+    reason_code: str | None
+    reason_message: str | None
+
+
+_REF_FIELDS = [f for f in RequestRef.__dataclass_fields__]
 
 
 @dataclass(slots=True)
@@ -51,7 +72,7 @@ def _open_usage(session: Session) -> dict[str, int]:
 
 def _write_reservation(
     session: Session,
-    req: RequestRow,
+    req: RequestRef,
     a: solver.Assignment,
     state: ReservationState,
     now: datetime,
@@ -96,12 +117,15 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
     """Write ``plan`` (made from ``snap``) at time ``now``."""
     out = Applied()
     ids = list(snap.versions)
-    rows: dict[int, RequestRow] = {}
+    rows: dict[int, RequestRef] = {}
     for start in range(0, len(ids), 500):
         for r in session.exec(
-            select(RequestRow).where(col(RequestRow.id).in_(ids[start : start + 500]))
+            select(*[getattr(RequestRow, f) for f in _REF_FIELDS]).where(
+                col(RequestRow.id).in_(ids[start : start + 500])
+            )
         ):
-            rows[r.id or 0] = r
+            ref = RequestRef(*r)
+            rows[ref.id] = ref
     fresh = {
         rid: row
         for rid, row in rows.items()
@@ -114,7 +138,7 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
     # borrower sees when its GPUs will be reclaimed.
     later: dict[int, solver.Preemption] = {}
     for p in plan.preemptions:
-        if from_epoch(p.at) > now:
+        if p.at > snap.problem.now and from_epoch(p.at) > now:
             later[p.request_id] = p
         else:
             out.preempted += _preempt(session, p, now)
@@ -128,7 +152,8 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
         if req is None:
             continue
         existing = snap.planned.get(rid)
-        if from_epoch(a.start) <= now:
+        # Due now: the plan's own "now" is the next whole second after its snapshot.
+        if a.start <= snap.problem.now or from_epoch(a.start) <= now:
             if any(usage.get(n, 0) + g > capacity.get(n, 0) for n, g in a.allocation):
                 log.warning("request %s: nodes no longer free, left to the next cycle", rid)
                 out.stale += 1
@@ -204,6 +229,7 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
         req = fresh.get(rid)
         if req is None:
             continue
+        _drop_planned(session, snap, rid)
         _to_pending(
             session, req, now, u.reason.value, reasons.unplaced_sentence(u, snap.contexts[rid])
         )
@@ -211,6 +237,7 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
     for rid, (code, message) in snap.deferred.items():
         req = fresh.get(rid)
         if req is not None:
+            _drop_planned(session, snap, rid)
             _to_pending(session, req, now, code, message)
             out.pending += 1
     for rid, rejection in snap.rejections.items():
@@ -242,10 +269,8 @@ def _drop_planned(session: Session, snap: Snapshot, rid: int) -> None:
     session.execute(sql_delete(ReservationRow).where(ReservationRow.id == ref.reservation_id))
 
 
-def _to_pending(session: Session, req: RequestRow, now: datetime, code: str, message: str) -> None:
-    from scheduler.services.requests import drop_planned_reservation
-
-    drop_planned_reservation(session, req)
+def _to_pending(session: Session, req: RequestRef, now: datetime, code: str, message: str) -> None:
+    """The request waits with a reason (its planned reservation, if any, is already gone)."""
     if req.state == RequestState.PLANNED.value:
         lifecycle.transition(
             session, req, RequestState.PENDING, now, reason_code=code, message=message
@@ -297,7 +322,13 @@ def _schedule_reclaims(
     session: Session, later: dict[int, solver.Preemption], now: datetime
 ) -> None:
     rows = session.exec(
-        select(ReservationRow).where(ReservationRow.state == ReservationState.ACTIVE.value)
+        select(ReservationRow).where(
+            ReservationRow.state == ReservationState.ACTIVE.value,
+            or_(
+                col(ReservationRow.preempt_at).is_not(None),
+                col(ReservationRow.request_id).in_(list(later)),
+            ),
+        )
     ).all()
     for res in rows:
         want = later.get(res.request_id)

@@ -51,5 +51,12 @@ def to_epoch(t: datetime) -> int:
     return int(t.timestamp() // 1)
 
 
+def to_epoch_ceil(t: datetime) -> int:
+    """Whole seconds since the epoch, rounding up: a plan made at ``t`` starts nothing
+    before ``t`` (a reservation ended at 12:00:00.4 frees its GPUs for 12:00:01, not 12:00:00)."""
+    whole = int(t.timestamp() // 1)
+    return whole if whole == t.timestamp() else whole + 1
+
+
 def from_epoch(s: float) -> datetime:
     return datetime.fromtimestamp(s, UTC)

@@ -20,6 +20,17 @@ from scheduler.errors import InvalidState
 from scheduler.tables import RequestEventRow, RequestRow
 
 
+def _mirror(row: Any, changes: dict[str, Any]) -> None:
+    """Copy a guarded write onto the caller's row. An ORM row is updated without being marked
+    dirty (no second UPDATE); a plain row (the cycle reads plain column rows) is just set."""
+    orm = hasattr(row, "_sa_instance_state")
+    for key, value in [*changes.items(), ("version", row.version + 1)]:
+        if orm:
+            set_committed_value(row, key, value)
+        else:
+            setattr(row, key, value)
+
+
 def record_event(
     session: Session,
     request_id: int,
@@ -46,7 +57,7 @@ def record_event(
 
 def transition(
     session: Session,
-    row: RequestRow,
+    row: Any,
     to: RequestState,
     at: datetime,
     *,
@@ -89,10 +100,7 @@ def transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    # Mirror the write on the loaded row without marking it dirty (no second UPDATE).
-    for key, value in changes.items():
-        set_committed_value(row, key, value)
-    set_committed_value(row, "version", row.version + 1)
+    _mirror(row, changes)
     record_event(
         session,
         row.id,
@@ -108,7 +116,7 @@ def transition(
 
 def touch(
     session: Session,
-    row: RequestRow,
+    row: Any,
     at: datetime,
     values: dict[str, Any],
     *,
@@ -133,9 +141,7 @@ def touch(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    for key, value in changes.items():
-        set_committed_value(row, key, value)
-    set_committed_value(row, "version", row.version + 1)
+    _mirror(row, changes)
     if event:
         record_event(session, row.id, at, event, message, data=data)
     return True

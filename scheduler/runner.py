@@ -48,6 +48,8 @@ class CycleRunner:
         self._next_event: datetime | None = None
         self._last_started_wall = datetime.fromtimestamp(0, UTC)
         self._last_started_mono = 0.0
+        self._last_ended_mono = 0.0
+        self._last_duration_s = 0.0
         self._became_leader = threading.Event()
         self.last_result: CycleResult | None = None
         self.cycles = 0
@@ -83,6 +85,8 @@ class CycleRunner:
             self.cycles += 1
             self.last_result = result
             self._next_event = result.next_event
+            self._last_ended_mono = time.monotonic()
+            self._last_duration_s = self._last_ended_mono - self._last_started_mono
         for listener in self._listeners:
             try:
                 listener(result)
@@ -175,6 +179,12 @@ class CycleRunner:
             if woke and self._settings.cycle_debounce_s > 0:
                 # Let a burst of submits land before planning them together.
                 self._stop.wait(self._settings.cycle_debounce_s)
+            # Under a steady stream of events, leave the API at least as much time as the
+            # last cycle took (and never less than the configured gap).
+            gap = max(self._settings.cycle_min_gap_s, self._last_duration_s)
+            rest = self._last_ended_mono + gap - time.monotonic()
+            if rest > 0:
+                self._stop.wait(rest)
             self._wake.clear()
             try:
                 self.run_once()

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     # planning
     cycle_interval_s: float = Field(30.0, gt=0, description="Timer between scheduling cycles.")
     cycle_debounce_s: float = Field(0.5, ge=0, description="Wait after an event before a cycle.")
+    cycle_min_gap_s: float = Field(
+        1.0,
+        ge=0,
+        description="Least idle time between cycles (at least the last cycle's own duration), "
+        "so a stream of submits cannot keep the server planning all the time.",
+    )
     horizon_s: int = Field(7 * 24 * 3600, gt=0, description="How far ahead the plan reaches.")
     resolution_s: int = Field(60, gt=0, description="Time step of the CP-SAT model.")
     min_runtime_s: int = Field(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, col, select
 
 import solver
 from scheduler import budget, reasons
-from scheduler.clock import to_epoch
+from scheduler.clock import to_epoch, to_epoch_ceil
 from scheduler.domain import WAITING_STATES, ReservationState
 from scheduler.settings import Settings
 from scheduler.tables import (
@@ -53,40 +54,62 @@ class Snapshot:
     contexts: dict[int, reasons.Context] = field(default_factory=dict)
 
 
-def _allocations(session: Session, reservation_ids: list[int]) -> dict[int, dict[str, int]]:
+def _live_allocations(session: Session) -> dict[int, dict[str, int]]:
+    """GPUs per node of every planned or open reservation, in one query."""
     out: dict[int, dict[str, int]] = defaultdict(dict)
-    for start in range(0, len(reservation_ids), 500):
-        chunk = reservation_ids[start : start + 500]
-        for n in session.exec(
-            select(ReservationNodeRow).where(col(ReservationNodeRow.reservation_id).in_(chunk))
-        ):
-            out[n.reservation_id][n.node] = n.gpus
+    rows = session.exec(
+        select(ReservationNodeRow.reservation_id, ReservationNodeRow.node, ReservationNodeRow.gpus)
+        .join(ReservationRow, col(ReservationRow.id) == col(ReservationNodeRow.reservation_id))
+        .where(col(ReservationRow.state).in_(_LIVE))
+    )
+    for reservation_id, node, gpus in rows:
+        out[reservation_id][node] = gpus
     return out
 
 
+_LIVE = [ReservationState.PLANNED.value, ReservationState.ACTIVE.value]
+_WAITING = [s.value for s in WAITING_STATES]
+
+
 def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
-    now_s = to_epoch(now)
+    now_s = to_epoch_ceil(now)
     horizon_end = now + timedelta(seconds=settings.horizon_s)
     nodes = list(session.exec(select(NodeRow).order_by(col(NodeRow.name))))
     tenants = {t.name: t for t in session.exec(select(TenantRow)) if t.active}
     quota_rows = {(q.tenant, q.gpu_class): q for q in session.exec(select(QuotaRow))}
-    waiting = list(
-        session.exec(
-            select(RequestRow)
-            .where(col(RequestRow.state).in_([s.value for s in WAITING_STATES]))
-            .order_by(col(RequestRow.id))
+    # Plain column rows, not ORM objects: a cycle reads every waiting request, and building
+    # tens of thousands of ORM instances would dominate its time.
+    waiting = session.exec(
+        select(
+            RequestRow.id,
+            RequestRow.tenant,
+            RequestRow.gpu_class,
+            RequestRow.gpus,
+            RequestRow.gpus_per_node,
+            RequestRow.duration_s,
+            RequestRow.submitted_at,
+            RequestRow.not_before,
+            RequestRow.deadline,
+            RequestRow.priority,
+            RequestRow.preemptible,
+            RequestRow.version,
         )
-    )
-    live = list(
-        session.exec(
-            select(ReservationRow).where(
-                col(ReservationRow.state).in_(
-                    [ReservationState.PLANNED.value, ReservationState.ACTIVE.value]
-                )
-            )
-        )
-    )
-    allocations = _allocations(session, [r.id for r in live if r.id is not None])
+        .where(col(RequestRow.state).in_(_WAITING))
+        .order_by(col(RequestRow.id))
+    ).all()
+    live = session.exec(
+        select(
+            ReservationRow.id,
+            ReservationRow.request_id,
+            ReservationRow.tenant,
+            ReservationRow.gpu_class,
+            ReservationRow.start,
+            ReservationRow.end,
+            ReservationRow.kind,
+            ReservationRow.state,
+        ).where(col(ReservationRow.state).in_(_LIVE))
+    ).all()
+    allocations = _live_allocations(session)
     budgets = budget.statuses(session, now, list(quota_rows.values()))
     usage = {u.tenant: u.decayed_gpu_s for u in session.exec(select(TenantUsageRow))}
 
@@ -166,10 +189,12 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
     priorities = {r.id: (r.priority, r.preemptible) for r in waiting}
     active_ids = [r.request_id for r in live if r.state == ReservationState.ACTIVE.value]
     for start in range(0, len(active_ids), 500):
-        for req in session.exec(
-            select(RequestRow).where(col(RequestRow.id).in_(active_ids[start : start + 500]))
+        for rid, priority, preemptible in session.exec(
+            select(RequestRow.id, RequestRow.priority, RequestRow.preemptible).where(
+                col(RequestRow.id).in_(active_ids[start : start + 500])
+            )
         ):
-            priorities[req.id] = (req.priority, req.preemptible)
+            priorities[rid] = (priority, preemptible)
     for res in live:
         assert res.id is not None
         alloc = solver.allocation_of(allocations.get(res.id, {}))
@@ -190,7 +215,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
                     preemptible=preemptible,
                 )
             )
-        elif res.request_id in waiting_ids:
+        elif res.request_id in versions:
             planned[res.request_id] = PlannedRef(
                 res.id,
                 solver.Assignment(
@@ -225,7 +250,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
 
 
 def _admissible(
-    r: RequestRow,
+    r: Any,
     quota: QuotaRow | None,
     gangs: dict[tuple[str, int], int],
     now: datetime,

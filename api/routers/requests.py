@@ -54,7 +54,10 @@ def submit(
             tenant=body.tenant,
             idempotency_key=idempotency_key,
         )
-        out = RequestPublic.of(result.row, requests.current_reservation(s, result.row.id or 0))
+        reservation = (
+            requests.current_reservation(s, result.row.id or 0) if result.replayed else None
+        )
+        out = RequestPublic.of(result.row, reservation)
     response.headers["Location"] = f"/v1/requests/{out.id}"
     if result.replayed:
         response.status_code = status.HTTP_200_OK

@@ -87,12 +87,24 @@ def authenticate(session: Session, token: str) -> Principal:
     if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
         raise Unauthorized("unknown API key")
     prefix = token[len(TOKEN_PREFIX) :].split("_", 1)[0]
-    row = session.exec(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).first()
-    if row is None or not hmac.compare_digest(row.secret_hash, _hash(token)):
+    found = session.exec(
+        select(
+            ApiKeyRow.id,
+            ApiKeyRow.tenant,
+            ApiKeyRow.secret_hash,
+            ApiKeyRow.revoked_at,
+            TenantRow.active,
+        )
+        .join(TenantRow, col(TenantRow.name) == col(ApiKeyRow.tenant))
+        .where(ApiKeyRow.prefix == prefix)
+    ).first()
+    if found is None:
         raise Unauthorized("unknown API key")
-    if row.revoked_at is not None:
+    key_id, tenant, secret_hash, revoked_at, active = found
+    if not hmac.compare_digest(secret_hash, _hash(token)):
+        raise Unauthorized("unknown API key")
+    if revoked_at is not None:
         raise Unauthorized("this API key was revoked")
-    tenant = session.get(TenantRow, row.tenant)
-    if tenant is None or not tenant.active:
-        raise Forbidden(f"tenant {row.tenant!r} is deactivated")
-    return Principal(Role.TENANT, tenant=row.tenant, key_id=row.id)
+    if not active:
+        raise Forbidden(f"tenant {tenant!r} is deactivated")
+    return Principal(Role.TENANT, tenant=tenant, key_id=key_id)

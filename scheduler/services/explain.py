@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import case
+from sqlalchemy import and_, case, func, or_
 from sqlmodel import Session, col, select
 
 from scheduler import budget
@@ -58,30 +58,42 @@ class Explanation:
 
 def queue_position(session: Session, req: RequestRow) -> QueuePosition | None:
     """Place among waiting requests of the class: planned ones by start, then pending ones by
-    priority and age."""
+    priority and age. Counted in the database (a poll must not read the whole queue)."""
     if req.state not in {s.value for s in WAITING_STATES}:
         return None
-    rows = session.exec(
-        select(RequestRow.id, RequestRow.tenant)
-        .where(
-            RequestRow.gpu_class == req.gpu_class,
-            col(RequestRow.state).in_([s.value for s in WAITING_STATES]),
+    waiting = col(RequestRow.state).in_([s.value for s in WAITING_STATES])
+    planned = col(RequestRow.planned_start).is_not(None)
+    if req.planned_start is not None:
+        ahead = planned & or_(
+            col(RequestRow.planned_start) < req.planned_start,
+            and_(col(RequestRow.planned_start) == req.planned_start, col(RequestRow.id) < req.id),
         )
-        .order_by(
-            case((col(RequestRow.planned_start).is_(None), 1), else_=0),
-            col(RequestRow.planned_start),
-            col(RequestRow.priority).desc(),
-            col(RequestRow.submitted_at),
-            col(RequestRow.id),
+    else:
+        ahead = or_(
+            planned,
+            col(RequestRow.priority) > req.priority,
+            and_(
+                col(RequestRow.priority) == req.priority,
+                or_(
+                    col(RequestRow.submitted_at) < req.submitted_at,
+                    and_(
+                        col(RequestRow.submitted_at) == req.submitted_at,
+                        col(RequestRow.id) < req.id,
+                    ),
+                ),
+            ),
         )
-    ).all()
-    in_class = [rid for rid, _ in rows]
-    in_tenant = [rid for rid, tenant in rows if tenant == req.tenant]
-    return QueuePosition(
-        tenant=in_tenant.index(req.id) + 1,
-        gpu_class=in_class.index(req.id) + 1,
-        waiting_in_class=len(in_class),
-    )
+    in_class = RequestRow.gpu_class == req.gpu_class
+    own = RequestRow.tenant == req.tenant
+    row = session.exec(
+        select(
+            func.count(),
+            func.sum(case((ahead, 1), else_=0)),
+            func.sum(case((and_(ahead, own), 1), else_=0)),
+        ).where(in_class, waiting)
+    ).one()
+    total, before, before_own = (int(v or 0) for v in row)
+    return QueuePosition(tenant=before_own + 1, gpu_class=before + 1, waiting_in_class=total)
 
 
 def _holders(

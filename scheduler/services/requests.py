@@ -10,16 +10,15 @@ from typing import Any
 
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from scheduler import lifecycle
 from scheduler.domain import Principal, RequestState, ReservationState
 from scheduler.errors import Conflict, InvalidInput, InvalidState, NotFound
 from scheduler.pagination import Page, decode_int_cursor, encode_cursor
-from scheduler.services import gpu_classes
 from scheduler.services.tenants import get as get_tenant
 from scheduler.settings import Settings
-from scheduler.tables import GpuClassRow, RequestRow, ReservationNodeRow, ReservationRow
+from scheduler.tables import GpuClassRow, NodeRow, RequestRow, ReservationNodeRow, ReservationRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +79,16 @@ def _tenant_for(who: Principal, tenant: str | None) -> str:
 
 def _check_shape(session: Session, ask: NewRequest, settings: Settings, now: datetime) -> int:
     """Validate the ask against the pool; returns the gang's GPUs per node."""
-    if session.get(GpuClassRow, ask.gpu_class) is None:
+    found = session.exec(
+        select(GpuClassRow.name, func.max(NodeRow.gpus))
+        .select_from(GpuClassRow)
+        .join(NodeRow, col(NodeRow.gpu_class) == col(GpuClassRow.name), isouter=True)
+        .where(GpuClassRow.name == ask.gpu_class)
+        .group_by(GpuClassRow.name)
+    ).first()
+    if found is None:
         raise InvalidInput.field("gpu_class", f"unknown GPU class {ask.gpu_class!r}")
-    largest = gpu_classes.largest_node(session, ask.gpu_class)
+    largest = int(found[1] or 0)
     if largest == 0:
         raise InvalidInput.field("gpu_class", f"GPU class {ask.gpu_class!r} has no nodes")
     per_node = ask.gpus_per_node
@@ -166,16 +172,20 @@ def submit(
         idempotency_key=idempotency_key,
         request_hash=fingerprint,
     )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        # Another submit with the same key won the race: answer as its retry.
-        earlier = _by_idempotency_key(session, tenant_name, idempotency_key or "")
-        if earlier is None:
-            raise
-        return _replay(earlier, fingerprint)
+    if idempotency_key is None:
+        session.add(row)
+        session.flush()
+    else:
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            # Another submit with the same key won the race: answer as its retry.
+            earlier = _by_idempotency_key(session, tenant_name, idempotency_key)
+            if earlier is None:
+                raise
+            return _replay(earlier, fingerprint)
     assert row.id is not None
     lifecycle.record_event(
         session, row.id, now, "submitted", f"{who.actor} submitted", to_state=row.state

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.server_process import ServerProcess, free_port
+from api.process import ServerProcess, free_port
 
 TOKEN = "cli-test-operator-token-123"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.server_process import ServerProcess, wait_for
+from api.process import ServerProcess, wait_for
 
 TOKEN = "restart-test-operator-token"
 

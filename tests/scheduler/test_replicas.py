@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
+from api.process import ServerProcess, wait_for
 from scheduler.db import make_engine
 from tests.invariants import plan_violations
-from tests.server_process import ServerProcess, wait_for
 
 pytestmark = pytest.mark.postgres
 TOKEN = "replica-test-operator-token"

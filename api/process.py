@@ -1,4 +1,4 @@
-"""Run ``gpupool serve`` as a real process on a free loopback port (tests only)."""
+"""Run ``gpupool serve`` as a child process on a free loopback port (benchmarks, tests)."""
 
 from __future__ import annotations
 
