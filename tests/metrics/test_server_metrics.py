@@ -68,7 +68,8 @@ H100 = "H100-80GB"
 def scenario(op: Any, cycle: Any, clock: ManualClock, agent: dict[str, str]) -> dict[str, Any]:
     """09:00 two H100 nodes and a drained A100 node; acme (guaranteed 8, budget 100 GPU-h)
     and rival (no guarantee) each ask for 8 GPUs, gamma (guaranteed 8) comes at 09:30.
-    The first cycle runs at 09:10; acme's node then reads 1 % for 31 minutes."""
+    The first cycle runs at 09:10; acme's node then reads 1 % for 31 minutes, and a GPU of an
+    unregistered node 50 % once."""
     make_pool(op, nodes=2, gpus=8)
     ok(op.post("/v1/gpu-classes", json={"name": "A100-40GB"}), 201)
     ok(op.post("/v1/nodes", json={"name": "a100-0", "gpu_class": "A100-40GB", "gpus": 4}), 201)
@@ -89,6 +90,10 @@ def scenario(op: Any, cycle: Any, clock: ManualClock, agent: dict[str, str]) -> 
     clock.set(START + timedelta(minutes=42))
     first = START + timedelta(minutes=10, seconds=10)
     push(op, a_node, passes(a_node, first, 187, range(8), 1.0), headers=agent)  # to 09:41:10
+    # A node the hub does not know (yet): its GPU's use is charged to nobody.
+    push(
+        op, "spare-0", passes("spare-0", first + timedelta(minutes=31), 1, [0], 50.0), headers=agent
+    )
     return {"acme": acme, "rival": rival, "gamma": gamma, "a": a, "b": b, "c": c, "second": second}
 
 
@@ -150,6 +155,9 @@ def test_usage_and_idle_from_the_samples(client, scenario):
     assert value(series, "gpupool_idle_reservations_total", action="none", **labels) == 1
     assert value(series, "gpupool_usage_samples_total", attribution="node") == 187 * 8
     assert value(series, "gpupool_usage_samples_total", attribution="request") == 0
+    assert value(series, "gpupool_usage_samples_total", attribution="none") == 1
+    assert value(series, "gpupool_unattributed_used_gpus", gpu_class="") == 0.5
+    assert value(series, "gpupool_reporting_gpus", gpu_class="") == 1
     assert value(series, "gpupool_usage_duplicate_samples_total") == 0
 
 
