@@ -66,9 +66,12 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFami
     return GaugeMetricFamily(name, doc, labels=list(labels))
 
 
-def _families() -> dict[str, Metric]:
+Family = GaugeMetricFamily | CounterMetricFamily
+
+
+def _families() -> dict[str, Family]:
     """Every family the collector yields, empty (describe() must not touch the database)."""
-    families: list[Metric] = [
+    families: list[Family] = [
         _gauge("gpupool_requests", "Requests by tenant, GPU class and state.", (*TC, "state")),
         _gauge("gpupool_capacity_gpus", "Installed GPUs by class.", ("gpu_class",)),
         _gauge(
@@ -162,7 +165,7 @@ class StateCollector(Collector):
         yield from f.values()
 
     @staticmethod
-    def _requests(s: Session, f: dict[str, Metric], now: datetime) -> None:
+    def _requests(s: Session, f: dict[str, Family], now: datetime) -> None:
         waiting = {st.value for st in WAITING_STATES}
         pending: dict[tuple[str, str], int] = defaultdict(int)
         for tenant, cls, state, n in s.exec(
@@ -191,7 +194,7 @@ class StateCollector(Collector):
                 f["gpupool_oldest_pending_wait_seconds"].add_metric([tenant, cls], wait)
 
     @staticmethod
-    def _pool(s: Session, f: dict[str, Metric]) -> None:
+    def _pool(s: Session, f: dict[str, Family]) -> None:
         capacity: dict[str, int] = defaultdict(int)
         schedulable: dict[str, int] = defaultdict(int)
         for n in s.exec(select(NodeRow)).all():
@@ -219,7 +222,7 @@ class StateCollector(Collector):
                 [u.tenant], u.decayed_gpu_s
             )
 
-    def _usage(self, s: Session, f: dict[str, Metric], now: datetime) -> None:
+    def _usage(self, s: Session, f: dict[str, Family], now: datetime) -> None:
         since = now - timedelta(seconds=self._settings.usage_stale_s)
         used: dict[tuple[str, str], float] = defaultdict(float)
         stray: dict[str, float] = defaultdict(float)
@@ -249,7 +252,7 @@ class StateCollector(Collector):
             f["gpupool_idle_reserved_gpus"].add_metric([tenant, cls], gpus or 0)
 
     @staticmethod
-    def _budgets(s: Session, f: dict[str, Metric], now: datetime) -> None:
+    def _budgets(s: Session, f: dict[str, Family], now: datetime) -> None:
         for (tenant, cls), st in sorted(budget.statuses(s, now).items()):
             total = (st.budget_gpu_h + st.top_up_gpu_h) * 3600
             f["gpupool_budget_gpu_seconds"].add_metric([tenant, cls], total)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import delete as sql_delete
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -112,15 +111,14 @@ def follow(
     if not passes.by_ts:
         return []
     gap = timedelta(seconds=GAP_INTERVALS * interval_s)
-    rids = sorted({rid for p in passes.by_ts.values() for rid in p.holdings})
-    trackers = {
-        t.reservation_id: t
-        for t in session.exec(
-            select(IdleTrackerRow).where(
-                IdleTrackerRow.node == node, col(IdleTrackerRow.reservation_id).in_(rids)
-            )
-        )
-    }
+    rids = {rid for p in passes.by_ts.values() for rid in p.holdings}
+    newest = max(passes.by_ts)
+    trackers: dict[int, IdleTrackerRow] = {}
+    for t in session.exec(select(IdleTrackerRow).where(IdleTrackerRow.node == node)):
+        if t.reservation_id in rids:
+            trackers[t.reservation_id] = t
+        elif t.last_seen < newest - TRACKER_TTL:
+            session.delete(t)  # its reservation is long over
     busy: set[int] = set()
     for ts in sorted(passes.by_ts):
         p = passes.by_ts[ts]
@@ -139,12 +137,6 @@ def follow(
                 busy.add(rid)
     for t in trackers.values():
         session.add(t)
-    newest = max(passes.by_ts)
-    session.execute(
-        sql_delete(IdleTrackerRow).where(
-            col(IdleTrackerRow.node) == node, col(IdleTrackerRow.last_seen) < newest - TRACKER_TTL
-        )
-    )
     if busy:
         session.execute(
             update(IdleEpisodeRow)

@@ -7,7 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlmodel import Session, select
 
+from scheduler.tables import IdleTrackerRow, ReservationRow
 from tests.api.helpers import make_pool, make_tenant, ok, submit
 from tests.api.usage_helpers import agent, passes, pod, push
 from tests.conftest import START
@@ -192,3 +194,25 @@ def test_every_node_of_a_reservation_must_be_idle(op, clock, cycle, agent, app):
     assert [(f["request_id"], f["gpus"]) for f in got["idle"]] == [(rid, 16)]
     assert got["idle"][0]["idle_since"] == "2026-11-23T09:05:00Z"
     assert len(idle_events(op, rid, acme)) == 1
+
+
+def test_trackers_of_long_ended_reservations_are_dropped(op, clock, cycle, agent, engine):
+    make_pool(op, nodes=1, gpus=8)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=8)
+    first = submit(op, acme, gpus=8, duration=3600)["id"]
+    cycle()
+    clock.set(at(10))
+    push(op, "node-0", quiet("node-0", 0, 10), headers=agent)
+    clock.set(at(3 * 24 * 60))
+    cycle()  # the first window ended long ago
+    second = submit(op, acme, gpus=8, duration=3600)["id"]
+    cycle()
+    clock.advance(120)
+    with Session(engine) as s:
+        before = {(t.reservation_id, t.node) for t in s.exec(select(IdleTrackerRow))}
+    push(op, "node-0", quiet("node-0", 3 * 24 * 60, 3 * 24 * 60 + 1), headers=agent)
+    with Session(engine) as s:
+        after = {t.reservation_id for t in s.exec(select(IdleTrackerRow))}
+        reservations = {r.request_id: r.id for r in s.exec(select(ReservationRow))}
+    assert before == {(reservations[first], "node-0")}
+    assert after == {reservations[second]}
