@@ -9,7 +9,6 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from api.schemas.common import NodeName
 from scheduler.idle import Flagged
 from scheduler.services.accounting import FIGURES, UsageLine, UsageReport
 from scheduler.services.usage import Batch, IngestResult, PodUse, Sample
@@ -48,7 +47,12 @@ class SampleIn(_Lenient):
 
 
 class SamplesIn(_Lenient):
-    node: NodeName
+    node: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^\S+$",
+        description="The node's name as the scheduler knows it (the Kubernetes node name).",
+    )
     interval_s: float = Field(gt=0, le=3600, description="The agent's sampling interval.")
     samples: list[SampleIn]
 

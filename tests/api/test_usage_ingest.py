@@ -127,7 +127,8 @@ def test_bad_samples_name_the_field(op, agent, engine, case, change, field, reas
     [
         ({"interval_s": 0}, "interval_s"),
         ({"interval_s": "often"}, "interval_s"),
-        ({"node": "Not_A_Node"}, "node"),
+        ({"node": ""}, "node"),
+        ({"node": "gpu node 1"}, "node"),
         ({"node": None}, "node"),
         ({"samples": None}, "samples"),
     ],
@@ -312,9 +313,9 @@ def test_unknown_utilisation_is_neither_measured_nor_idle(op, agent, whole_node)
     assert row["energy_j"] == pytest.approx(3000)
 
 
-def test_samples_from_an_unknown_node_are_stored_unattributed(op, agent, whole_node):
+def test_samples_from_an_unknown_host_are_stored_unattributed(op, agent, whole_node):
     got = push(
-        op, "node-9", passes("node-9", T + timedelta(seconds=10), 3, range(2), 50.0), headers=agent
+        op, "Lab-Box-9", passes("Lab-Box-9", T + timedelta(seconds=10), 3, range(2), 50.0), headers=agent
     )
     assert got["attributed"] == {"request": 0, "node": 0, "none": 6}
     rows = [r for r in report(op, group_by="gpu_class")["rows"] if not r["attributed"]]
