@@ -315,7 +315,10 @@ def test_unknown_utilisation_is_neither_measured_nor_idle(op, agent, whole_node)
 
 def test_samples_from_an_unknown_host_are_stored_unattributed(op, agent, whole_node):
     got = push(
-        op, "Lab-Box-9", passes("Lab-Box-9", T + timedelta(seconds=10), 3, range(2), 50.0), headers=agent
+        op,
+        "Lab-Box-9",
+        passes("Lab-Box-9", T + timedelta(seconds=10), 3, range(2), 50.0),
+        headers=agent,
     )
     assert got["attributed"] == {"request": 0, "node": 0, "none": 6}
     rows = [r for r in report(op, group_by="gpu_class")["rows"] if not r["attributed"]]
