@@ -328,7 +328,8 @@ def ingest(
     session: Session, who: Principal, now: datetime, settings: Settings, batch: Batch
 ) -> IngestResult:
     """Store one push of samples from ``batch.node``: skip duplicates, attribute the rest,
-    fold them into the buckets, follow idle reservations, and act on those found idle."""
+    fold them into the buckets, follow idle reservations, and act on those found idle.
+    ``who`` is the pushing agent (or the operator); the API has checked its role."""
     _check(batch, now, settings)
     result = IngestResult(received=len(batch.samples))
     if not batch.samples:
@@ -369,26 +370,26 @@ def ingest(
     passes = idle.Passes(settings.idle_util_pct)
     for s, weight in fresh:
         here = [h for h in holdings if h.covers(s.ts)]
-        who_ = attribute(s, here, node.gpus if node is not None else None)
+        charged = attribute(s, here, node.gpus if node is not None else None)
         share = shares.get(s.device, 1.0)
         result.stored += 1
-        result.mismatches += int(who_.mismatch)
-        passes.saw(s.ts, here, who_, s.util_pct)
-        if who_.how == "none":
+        result.mismatches += int(charged.mismatch)
+        passes.saw(s.ts, here, charged, s.util_pct)
+        if charged.how == "none":
             result.unattributed += 1
             buckets.add(s, 0, "", node_class, s.ts - timedelta(seconds=weight), share)
         else:
-            if who_.how == "request":
+            if charged.how == "request":
                 result.by_request += 1
             else:
                 result.by_node += 1
-            split = share / len(who_.holdings)
-            for h in who_.holdings:
+            split = share / len(charged.holdings)
+            for h in charged.holdings:
                 a = max(s.ts - timedelta(seconds=weight), h.start)
                 buckets.add(s, h.reservation_id, h.tenant, h.gpu_class, a, split)
         d = devices[s.device]
         d.util_pct, d.share = s.util_pct, share
-        first = who_.holdings[0] if who_.holdings else None
+        first = charged.holdings[0] if charged.holdings else None
         d.reservation_id = first.reservation_id if first else 0
         d.tenant = first.tenant if first else ""
         d.gpu_class = first.gpu_class if first else node_class
@@ -398,8 +399,3 @@ def ingest(
     result.flagged = idle.follow(session, now, settings, batch.node, interval, passes)
     session.flush()
     return result
-
-
-def recent_devices(session: Session, since: datetime) -> list[UsageDeviceRow]:
-    """Devices with a sample after ``since`` (for the metrics)."""
-    return list(session.exec(select(UsageDeviceRow).where(col(UsageDeviceRow.last_ts) > since)))
