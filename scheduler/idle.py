@@ -114,11 +114,11 @@ def follow(
     rids = {rid for p in passes.by_ts.values() for rid in p.holdings}
     newest = max(passes.by_ts)
     trackers: dict[int, IdleTrackerRow] = {}
-    for t in session.exec(select(IdleTrackerRow).where(IdleTrackerRow.node == node)):
-        if t.reservation_id in rids:
-            trackers[t.reservation_id] = t
-        elif t.last_seen < newest - TRACKER_TTL:
-            session.delete(t)  # its reservation is long over
+    for row in session.exec(select(IdleTrackerRow).where(IdleTrackerRow.node == node)):
+        if row.reservation_id in rids:
+            trackers[row.reservation_id] = row
+        elif row.last_seen < newest - TRACKER_TTL:
+            session.delete(row)  # its reservation is long over
     busy: set[int] = set()
     for ts in sorted(passes.by_ts):
         p = passes.by_ts[ts]
