@@ -13,7 +13,8 @@ from sqlalchemy.engine import Engine
 
 from api import errors
 from api.deps import AppContext
-from api.routers import health, inventory, plan, requests, tenants
+from api.routers import health, inventory, plan, requests, tenants, usage
+from metrics.server import ServerMetrics, mount_metrics
 from scheduler import migrate
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import make_engine
@@ -30,6 +31,8 @@ gpupool lends a shared GPU pool to the tenants of an AI hub.
   they wait, cancel them, and report completion.
 * **Operators** (operator token) manage GPU classes, nodes, tenants, API keys, quotas, and
   read the plan and the audit log.
+* **Node agents** (agent token) push GPU usage samples; tenants and operators read the usage
+  accounting (`GET /v1/usage`, JSON or CSV).
 
 Authenticate with `Authorization: Bearer <token>`. Errors are RFC 9457 problem+json.
 """
@@ -63,7 +66,11 @@ def create_app(
     engine = engine or make_engine(settings.database_url)
     clock = clock or SystemClock()
     lease = LeaderLease(engine, ttl_s=settings.lease_ttl_s) if run_cycles else None
-    runner = CycleRunner(engine, settings, clock, lease=lease)
+    server_metrics = ServerMetrics(engine, clock, settings)
+    runner = CycleRunner(
+        engine, settings, clock, lease=lease, on_result=server_metrics.observe_cycle
+    )
+    server_metrics.runner = runner
     ctx = AppContext(settings=settings, engine=engine, clock=clock, runner=runner)
 
     with_controller = settings.controller and (
@@ -93,11 +100,9 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
-    for module in (health, inventory, tenants, requests, plan):
+    for module in (health, inventory, tenants, requests, plan, usage):
         app.include_router(module.router)
-    from metrics.server import mount_metrics
-
-    mount_metrics(app, ctx)
+    mount_metrics(app, ctx, server_metrics)
     return app
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -64,6 +66,34 @@ class Settings(BaseSettings):
         14 * 24 * 3600, gt=0, description="Longest duration a request may ask for."
     )
     page_size_max: int = Field(500, ge=1)
+
+    # usage accounting (POST /v1/usage/samples, GET /v1/usage)
+    usage_max_batch: int = Field(
+        500, ge=1, le=10_000, description="Most samples in one push; more is answered 413."
+    )
+    usage_max_skew_s: float = Field(
+        300.0, ge=0, description="How far ahead of the server's clock a sample's ts may be."
+    )
+    usage_stale_s: float = Field(
+        120.0, gt=0, description="A GPU whose newest sample is older counts as not reporting."
+    )
+
+    # idle reservations
+    idle_util_pct: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="A reserved GPU below this utilisation (%) is idle; 0 turns detection off.",
+    )
+    idle_minutes: float = Field(
+        30.0, gt=0, description="How long a reservation's GPUs must stay idle to be flagged."
+    )
+    idle_action: Literal["none", "end", "reclaimable"] = Field(
+        "none",
+        description="What a flagged reservation gets besides the event and the metric: "
+        "nothing, ended early (request expired, reason idle_ended), or made borrowed so "
+        "guaranteed demand may reclaim it.",
+    )
 
     def operator_token_is_weak(self) -> bool:
         token = self.operator_token.get_secret_value()

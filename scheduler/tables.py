@@ -279,3 +279,86 @@ class LeaderLeaseRow(SQLModel, table=True):
     renewed_at: datetime | None = _utc(nullable=True)
     expires_at: datetime | None = _utc(nullable=True)
     replan_requested_at: datetime | None = _utc(nullable=True)
+
+
+class UsageBucketRow(SQLModel, table=True):
+    """Measured GPU time per hour, node and reservation: the accounting store.
+
+    Samples are folded in as they arrive instead of kept one row each (1,000 GPUs every 10 s
+    would be 8.6 M rows a day). ``reservation_id`` 0 (with ``tenant`` "") holds what no
+    reservation could be charged with. All figures are GPU-seconds except ``energy_j``.
+    """
+
+    __tablename__: ClassVar[str] = "usage_bucket"  # type: ignore[misc]
+    __table_args__ = (Index("ix_usage_bucket_tenant_start", "tenant", "bucket_start"),)
+
+    bucket_start: datetime = Field(sa_type=UTCDateTime, primary_key=True)
+    node: str = Field(primary_key=True, max_length=253)
+    reservation_id: int = Field(primary_key=True)
+    tenant: str = Field(default="", max_length=63)
+    gpu_class: str = Field(default="", max_length=63)
+    samples: int = 0
+    measured_gpu_s: float = 0.0
+    used_gpu_s: float = 0.0
+    idle_gpu_s: float = 0.0
+    energy_j: float = 0.0
+
+
+class UsageDeviceRow(SQLModel, table=True):
+    """The newest sample of each GPU or MIG instance a node agent reports.
+
+    ``last_ts`` is the delivery cursor: a sample at or before it is a duplicate (agents
+    resend a batch whose answer was lost), and the gap since it caps the next sample's
+    weight. ``mig_key`` is the MIG GPU instance id, or -1 for a whole GPU.
+    """
+
+    __tablename__: ClassVar[str] = "usage_device"  # type: ignore[misc]
+
+    node: str = Field(primary_key=True, max_length=253)
+    gpu_uuid: str = Field(primary_key=True, max_length=100)
+    mig_key: int = Field(primary_key=True)
+    gpu_index: int | None = None
+    model: str = Field(default="", max_length=200)
+    fb_total_mib: int | None = None
+    interval_s: float
+    last_ts: datetime = _utc()
+    util_pct: float | None = None
+    share: float = 1.0
+    reservation_id: int = 0
+    tenant: str = Field(default="", max_length=63)
+    gpu_class: str = Field(default="", max_length=63)
+    updated_at: datetime = _utc()
+
+
+class IdleTrackerRow(SQLModel, table=True):
+    """How a reservation's GPUs on one node have looked in the node's recent sampling passes.
+
+    ``seen_since``: start of the current unbroken run of passes; ``last_busy``: the newest
+    pass in which the reservation used a GPU there at or above the idle threshold.
+    """
+
+    __tablename__: ClassVar[str] = "idle_tracker"  # type: ignore[misc]
+
+    reservation_id: int = Field(primary_key=True)
+    node: str = Field(primary_key=True, max_length=253)
+    seen_since: datetime = _utc()
+    last_seen: datetime = _utc()
+    last_busy: datetime | None = _utc(nullable=True)
+
+
+class IdleEpisodeRow(SQLModel, table=True):
+    """A reservation flagged idle: since when, what was done, and when it ended."""
+
+    __tablename__: ClassVar[str] = "idle_episode"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, primary_key=True)
+    reservation_id: int = Field(index=True)
+    request_id: int
+    tenant: str = Field(max_length=63)
+    gpu_class: str = Field(max_length=63)
+    gpus: int
+    idle_since: datetime = _utc()
+    flagged_at: datetime = _utc()
+    action: str = Field(max_length=20)
+    ended_at: datetime | None = _utc(nullable=True)
+    end_reason: str | None = Field(default=None, max_length=40)
