@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from solver.explain import explain, static_reason
 from solver.grid import build_grid
@@ -100,6 +101,15 @@ def _worth(
     return gain > cost
 
 
+@dataclass
+class Schedule:
+    """A list-scheduling result: the plan and the ledger placements behind it (the CP-SAT
+    planner re-commits some of them unchanged)."""
+
+    plan: Plan
+    placements: dict[int, Placement]
+
+
 def place_in_order(
     problem: Problem,
     order: Sequence[Request],
@@ -107,26 +117,22 @@ def place_in_order(
     *,
     planner: str,
     started: float | None = None,
-) -> Plan:
-    """Place ``order`` one by one (greedy list scheduling) and return the full plan."""
+    keep: Sequence[Placement] = (),
+) -> Schedule:
+    """Commit ``keep`` unchanged, then place ``order`` one by one at the earliest feasible
+    start (greedy list scheduling); every request not in ``keep`` must be in ``order``."""
     started = time.perf_counter() if started is None else started
     ledger = Ledger(problem, build_grid(problem))
-    bounds = ledger.grid.bounds
     assignments: dict[int, Assignment] = {}
     unplaced: dict[int, Unplaced] = {}
     preemptions: list[Preemption] = []
-    for req in order:
-        why = static_reason(ledger, req)
-        if why is not None:
-            unplaced[req.id] = why
-            continue
-        pl = place_one(ledger, req, weights)
-        if pl is None:
-            unplaced[req.id] = explain(ledger, req)
-            continue
+    placements: dict[int, Placement] = {}
+
+    def book(pl: Placement) -> None:
+        req = pl.req
         ledger.commit(pl)
         pool = ledger.pools[req.gpu_class]
-        start = int(bounds[pl.slot])
+        start = int(ledger.grid.bounds[pl.slot])
         assignments[req.id] = Assignment(
             req.id,
             allocation_of({pool.nodes[i]: req.gpus_per_node for i in pl.nodes}),
@@ -135,6 +141,20 @@ def place_in_order(
             pl.kind,
         )
         preemptions.extend(Preemption(rid, start, req.tenant) for rid in pl.preempt)
+        placements[req.id] = pl
+
+    for pl in keep:
+        book(pl)
+    for req in order:
+        why = static_reason(ledger, req)
+        if why is not None:
+            unplaced[req.id] = why
+            continue
+        found = place_one(ledger, req, weights)
+        if found is None:
+            unplaced[req.id] = explain(ledger, req)
+            continue
+        book(found)
     plan = Plan(
         assignments=assignments,
         unplaced=unplaced,
@@ -142,7 +162,7 @@ def place_in_order(
         status="FEASIBLE",
         planner=planner,
     )
-    return _finish(problem, plan, weights, started)
+    return Schedule(_finish(problem, plan, weights, started), placements)
 
 
 def _finish(problem: Problem, plan: Plan, weights: Weights, started: float) -> Plan:
@@ -160,10 +180,16 @@ def _finish(problem: Problem, plan: Plan, weights: Weights, started: float) -> P
     )
 
 
+def schedule_greedy(problem: Problem, weights: Weights) -> Schedule:
+    """The greedy schedule (plan and placements)."""
+    started = time.perf_counter()
+    order = greedy_order(problem, weights)
+    return place_in_order(problem, order, weights, planner="greedy", started=started)
+
+
 def plan_greedy(problem: Problem, weights: Weights | None = None) -> Plan:
     """The greedy plan of ``problem`` (no bound: greedy proves nothing)."""
     started = time.perf_counter()
     weights = weights or weights_of(problem)
-    return place_in_order(
-        problem, greedy_order(problem, weights), weights, planner="greedy", started=started
-    )
+    order = greedy_order(problem, weights)
+    return place_in_order(problem, order, weights, planner="greedy", started=started).plan

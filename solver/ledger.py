@@ -51,6 +51,7 @@ class ClassPool:
     recl: I32  # (nodes, slots): GPUs held by reservations reclaimable there
     records: list[Record] = field(default_factory=list)
     counts: dict[int, I32] = field(default_factory=dict)  # p -> schedulable nodes with p free
+    victims: dict[int, list[Record]] = field(default_factory=dict)  # node -> reclaimable runs
 
     def count(self, p: int) -> I32:
         """Per slot, how many schedulable nodes have ``p`` GPUs free (cached, kept current)."""
@@ -167,6 +168,7 @@ class Ledger:
                 pool.used_run[i, a:b] += gpus
                 if reclaim_slot is not None and reclaim_slot < b:
                     pool.recl[i, reclaim_slot:b] += gpus
+                    pool.victims.setdefault(i, []).append(rec)
             if cls == run.gpu_class:
                 self.runs[run.request_id] = rec
                 if reclaim_slot is not None and reclaim_slot < b:
@@ -354,14 +356,12 @@ class Ledger:
                 continue
             victims = [
                 rec
-                for rec in pool.records
-                if rec.running
+                for rec in pool.victims.get(r, ())
+                if rec.preempted_at is None
                 and rec.reclaim_slot is not None
-                and rec.preempted_at is None
                 and rec.reclaim_slot <= i
                 and rec.b > i
                 and rec.tenant != req.tenant
-                and any(n == r for n, _ in rec.nodes)
             ]
             victims.sort(key=lambda rec: -sum(g for n, g in rec.nodes if n == r))
             taken: list[int] = []

@@ -10,3 +10,6 @@ if TYPE_CHECKING:
 
 def register_all(cli: Cli) -> None:
     """Add scheduler's own commands to ``cli``."""
+    from scheduler.commands import bench_solver
+
+    bench_solver.register(cli)
