@@ -9,7 +9,7 @@ from ortools.sat.python import cp_model
 from solver import Plan, Problem
 from solver.cpsat.builders import build_model
 from solver.cpsat.instance import ClassInstance, build_instances
-from solver.cpsat.run import _hint
+from solver.cpsat.whole import hint as _hint
 from solver.explain import static_reason
 from solver.greedy import plan_greedy
 from solver.grid import TimeGrid, build_grid
