@@ -14,6 +14,8 @@ import random
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from solver.cpsat.nodes import solve_neighbourhood
 from solver.grid import TimeGrid
 from solver.ledger import Ledger, Placement
@@ -50,7 +52,7 @@ def improve(
     deadline: float,
     workers: int,
     seed: int,
-    step_s: float = 0.4,
+    step_s: float = 0.3,
 ) -> LnsResult:
     """Improve ``placements`` until ``deadline`` (a ``time.perf_counter()`` value)."""
     rng = random.Random(seed)
@@ -78,6 +80,7 @@ def improve(
         for rid, pl in current.items():
             if rid not in free_ids:
                 ledger.commit(pl)
+        nodes = sorted(set(nodes) | _roomy_nodes(ledger, grid, seed_req, current))
         steps += 1
         budget = min(step_s, deadline - time.perf_counter() - 0.1)
         if budget <= 0.05:
@@ -108,31 +111,54 @@ def _neighbourhood(
     seed: Request,
     rng: random.Random,
 ) -> tuple[list[Request], list[int]]:
-    """A delayed request and the planned work that stands in its way: requests placed on a
-    few nodes of its class during the time it could have started earlier."""
+    """A delayed (or left out) request and planned work that may stand in its way: either the
+    same tenant's other work in the class (its limit or budget may be what holds the request
+    back), or the work planned on a few busy nodes of the class before the request's current
+    start."""
     mine = current.get(seed.id)
     until = mine.slot + 1 if mine is not None else grid.n_starts
     cls = seed.gpu_class
     by_id = {r.id: r for r in problem.requests}
-    held: dict[int, list[int]] = {}  # node -> movable placements overlapping the window
-    for rid, pl in current.items():
-        req = by_id[rid]
-        if req.gpu_class != cls or pl.preempt or rid == seed.id:
-            continue
-        if pl.slot >= until:
-            continue
-        for n in pl.nodes:
-            held.setdefault(n, []).append(rid)
-    busy = sorted(held, key=lambda n: (-len(held[n]), n))
-    picked_nodes = rng.sample(busy[: 3 * NODES], min(NODES, len(busy[: 3 * NODES])))
+    movable = {
+        rid: pl
+        for rid, pl in current.items()
+        if by_id[rid].gpu_class == cls and not pl.preempt and rid != seed.id
+    }
     free_ids = [seed.id]
-    for n in picked_nodes:
-        for rid in held[n]:
-            if rid not in free_ids and len(free_ids) < NEIGHBOURHOOD:
-                free_ids.append(rid)
-    free = [by_id[rid] for rid in free_ids]
-    nodes = set(picked_nodes)
+    picked_nodes: set[int] = set()
+    mates = [rid for rid in movable if by_id[rid].tenant == seed.tenant]
+    if mates and rng.random() < 0.5:
+        # Latest-starting first: they gain least from their place and hold budget and limit.
+        mates.sort(key=lambda rid: (movable[rid].slot >= until, -movable[rid].slot))
+        free_ids += mates[: NEIGHBOURHOOD - 1]
+    else:
+        held: dict[int, list[int]] = {}
+        for rid, pl in movable.items():
+            if pl.slot < until:
+                for n in pl.nodes:
+                    held.setdefault(n, []).append(rid)
+        busy = sorted(held, key=lambda n: (-len(held[n]), n))[: 3 * NODES]
+        picked_nodes.update(rng.sample(busy, min(NODES, len(busy))))
+        for n in sorted(picked_nodes):
+            for rid in held[n]:
+                if rid not in free_ids and len(free_ids) < NEIGHBOURHOOD:
+                    free_ids.append(rid)
     for rid in free_ids:
         if rid in current:
-            nodes.update(current[rid].nodes)
-    return free, sorted(nodes)
+            picked_nodes.update(current[rid].nodes)
+    return [by_id[rid] for rid in free_ids], sorted(picked_nodes)
+
+
+def _roomy_nodes(
+    ledger: Ledger, grid: TimeGrid, seed: Request, current: dict[int, Placement]
+) -> set[int]:
+    """The nodes with the most free slots for ``seed`` before its current start, so that it
+    can land somewhere even when no freed work makes room."""
+    pool = ledger.pools[seed.gpu_class]
+    first = grid.first_start_at_or_after(max(grid.now, seed.not_before or grid.now))
+    mine = current.get(seed.id)
+    until = mine.slot + 1 if mine is not None else grid.n_starts
+    hi = min(grid.n_slots, max(until, first + 1) + 1)
+    room = (pool.caps[:, None] - pool.used[:, first:hi] >= seed.gpus_per_node).sum(axis=1)
+    room = room * (pool.sched & (pool.caps >= seed.gpus_per_node))
+    return {int(n) for n in np.argsort(-room, kind="stable")[:NODES] if room[n] > 0}

@@ -75,17 +75,21 @@ def _cumulative(
     m.add_cumulative(ivs, demands, cap)
 
 
-def _candidate_slots(first: int, latest: int, current: int | None) -> list[int]:
-    """Start boundaries a freed request may take: every one for the first hour or so of its
-    window, then a spread up to its current start, the current start, and a few later ones
-    (moving later can make room for others). Few choices keep the model small."""
+def _candidate_slots(first: int, latest: int, current: int | None, anchors: set[int]) -> list[int]:
+    """Start boundaries a freed request may take: every one early in its window, a spread up
+    to its current start, the current start, later ones at doubling distances (moving later
+    can make room for others), and ``anchors``: where other freed requests end if they start
+    at once or stay. Few choices keep the model small."""
     every = list(range(first, min(latest, first + FINE_CHOICES)))
     until = current if current is not None else latest - 1
     spread = np.linspace(first, until, SPREAD_CHOICES).round().astype(int).tolist()
     later: list[int] = []
     if current is not None:
-        later = [current + d for d in (1, 2, 4, 8, 16) if current + d < latest]
-    chosen = {c for c in every + spread + later if first <= c < latest}
+        step = 1
+        while current + step < latest:
+            later.append(current + step)
+            step *= 2
+    chosen = {c for c in [*every, *spread, *later, *anchors] if first <= c < latest}
     if current is not None:
         chosen.add(current)
     return sorted(chosen)
@@ -120,6 +124,12 @@ def solve_neighbourhood(
     free = [r for r in free if windows[r.id][0] < windows[r.id][1]]
     if not free:
         return None
+    anchors: set[int] = set()
+    for r in free:
+        ends_r = ledger.ends(r.duration_s)
+        anchors.add(int(ends_r[windows[r.id][0]]))
+        if r.id in current:
+            anchors.add(int(ends_r[current[r.id].slot]))
 
     items: list[_Item] = []
     per_node: dict[int, list[tuple[cp_model.IntervalVar, int]]] = {n: [] for n in nodes}
@@ -130,7 +140,7 @@ def solve_neighbourhood(
         first, latest = windows[r.id]
         quota = problem.tenants[r.tenant].quotas[cls]
         cur = current.get(r.id)
-        choices = _candidate_slots(first, latest, cur.slot if cur is not None else None)
+        choices = _candidate_slots(first, latest, cur.slot if cur is not None else None, anchors)
         ends_all = ledger.ends(r.duration_s)
         ends = [int(ends_all[i]) for i in choices]
         x = m.new_bool_var(f"x{k}")
@@ -198,34 +208,39 @@ def solve_neighbourhood(
     objective += [weights.move(it.req.id) * it.same for it in items if it.same is not None]
     m.maximize(sum(objective))
 
+    # A complete hint (absent requests included): CP-SAT then starts from the current plan
+    # at once instead of searching for a first solution.
     hint_value = 0
     for it in items:
         pl = current.get(it.req.id)
+        at = pl.slot if pl is not None else it.choices[0]
+        end_slot = int(ledger.ends(it.req.duration_s)[at])
         m.add_hint(it.present, pl is not None)
-        if pl is None:
-            continue
-        m.add_hint(it.pick, it.choices.index(pl.slot))
-        m.add_hint(it.slot, pl.slot)
-        end_slot = int(ledger.ends(it.req.duration_s)[pl.slot])
+        m.add_hint(it.pick, it.choices.index(at))
+        m.add_hint(it.slot, at)
         m.add_hint(it.end, end_slot)
-        m.add_hint(it.span, end_slot - pl.slot)
-        m.add_hint(it.unit, units[pl.slot])
-        m.add_hint(it.earn, h - units[pl.slot])
-        hint_value += weights.coefficient(it.req.id) * (h - units[pl.slot])
+        m.add_hint(it.span, end_slot - at)
+        m.add_hint(it.unit, units[at])
+        m.add_hint(it.earn, h - units[at] if pl is not None else 0)
         for n, a in it.nodes.items():
-            m.add_hint(a, n in pl.nodes)
+            m.add_hint(a, pl is not None and n in pl.nodes)
         if it.guaranteed is not None:
-            m.add_hint(it.guaranteed, pl.kind is ReservationKind.GUARANTEED)
+            m.add_hint(it.guaranteed, pl is not None and pl.kind is ReservationKind.GUARANTEED)
+        kept = False
+        if it.same is not None and pl is not None:
+            kept = int(grid.bounds[pl.slot]) == problem.previous[it.req.id].start
         if it.same is not None:
-            prev = problem.previous[it.req.id]
-            kept = int(grid.bounds[pl.slot]) == prev.start
             m.add_hint(it.same, kept)
+        if pl is not None:
+            hint_value += weights.coefficient(it.req.id) * (h - units[at])
             hint_value += weights.move(it.req.id) if kept else 0
 
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(0.02, time_limit_s)
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = seed
+    # Probing in presolve costs more than a whole neighbourhood's budget on these models.
+    solver.parameters.cp_model_probing_level = 0
     status = solver.solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
