@@ -29,7 +29,7 @@ from solver.objective import weights_of
 
 # Classes up to this many waiting requests get a whole-class model (larger ones presolve
 # slower than they help within a cycle); it gets at most this share of the time.
-WHOLE_CLASS_ITEMS = 150
+WHOLE_CLASS_ITEMS = 60
 WHOLE_CLASS_SHARE = 0.4
 
 
