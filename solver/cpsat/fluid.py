@@ -27,7 +27,10 @@ from ortools.graph.python import min_cost_flow
 
 from solver.cpsat.instance import ClassInstance, Segment, clip
 
-QUANTUM = 10  # flow unit: GPU x resolution units (10 GPU-minutes at the default resolution)
+# Flow unit: one GPU for one resolution unit, so that rate caps stay exact in short buckets
+# (a coarser unit would round a one-GPU request's cap in a one-minute bucket up tenfold).
+QUANTUM = 1
+COST_SCALE = 100  # costs are integers: value per flow unit x 100, rounded down
 I64 = npt.NDArray[np.int64]
 
 
@@ -124,7 +127,7 @@ def flow_bound(
         if q == 0:
             continue
         supplies[k] = q
-        rate = it.coef * QUANTUM / energy  # value per flow unit per unit of time
+        rate = COST_SCALE * it.coef * QUANTUM / energy  # scaled value per flow unit and unit
         j = tenant_index[it.req.tenant]
         span: I64 = np.arange(int(first_b[k]), int(last_b[k]), dtype=np.int64)
         begin: I64 = np.maximum(edges[span], it.domain[0])
@@ -164,4 +167,6 @@ def flow_bound(
     flow.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supplies)
     if flow.solve() != flow.OPTIMAL:
         return None
-    return float(sum(it.coef * (h + it.size / 2) for it in items) - flow.optimal_cost())
+    return float(
+        sum(it.coef * (h + it.size / 2) for it in items) - flow.optimal_cost() / COST_SCALE
+    )
