@@ -142,7 +142,7 @@ def plan_cpsat(problem: Problem, opts: CpsatOptions) -> Plan:
                 sched = candidate
 
     best = sched.plan
-    bound: float | None = sum(bounds.values()) - unavoidable if exact else None
+    bound: float | None = float(sum(bounds.values()) - unavoidable) if exact else None
     gap = None if bound is None else _gap(bound, best.objective)
     if bound is not None and best.objective > bound:
         notes.append(f"objective above bound {bound:.0f}: bound dropped")  # a bug if it happens
