@@ -24,6 +24,7 @@ from solver.objective import Weights
 
 NEIGHBOURHOOD = 14  # requests freed per step, at most
 NODES = 6  # nodes (besides the freed requests' own) whose planned work in the window moves
+TRIES_PER_SEED = 3  # neighbourhoods around one delayed request before giving up on it
 
 
 @dataclass
@@ -58,6 +59,9 @@ def improve(
     rng = random.Random(seed)
     current = dict(placements)
     steps = improved = gain = 0
+    # Seeds tried since the last improvement: each gets a few differently drawn
+    # neighbourhoods; when all are spent the search stops early (small problems finish fast).
+    tried: dict[int, int] = {}
     while True:
         now = time.perf_counter()
         if deadline - now < 0.15:
@@ -68,12 +72,13 @@ def improve(
             if pl is not None and pl.preempt:
                 continue
             loss = _loss(weights, grid, r, pl)
-            if loss > 0:
+            if loss > 0 and tried.get(r.id, 0) < TRIES_PER_SEED:
                 candidates.append((loss, r))
         if not candidates:
             break
         seed_loss, seed_req = rng.choices(candidates, weights=[c[0] for c in candidates])[0]
         del seed_loss
+        tried[seed_req.id] = tried.get(seed_req.id, 0) + 1
         free, nodes = _neighbourhood(problem, grid, current, seed_req, rng)
         free_ids = {r.id for r in free}
         ledger = Ledger(problem, grid)
@@ -101,6 +106,7 @@ def improve(
         current.update(found)
         improved += 1
         gain += after - before
+        tried.clear()
     return LnsResult(current, steps, improved, gain)
 
 

@@ -71,3 +71,20 @@ def test_neighbourhood_search_keeps_plans_valid_and_never_worse(p: Problem) -> N
     before, after, problem_, final = _lns(p, 0.4)
     assert validate(problem_, final) == []  # type: ignore[arg-type]
     assert after >= before
+
+
+def test_search_stops_early_when_nothing_is_left_to_try() -> None:
+    p = _blocked_gang()
+    weights = weights_of(p)
+    sched = schedule_greedy(p, weights)
+    grid = build_grid(p)
+    eligible = list(p.requests)
+    result = improve(p, grid, weights, sched.placements, eligible, time.perf_counter() + 60.0, 1, 0)
+    # One improving step, then at most three tries around each request still delayed.
+    assert result.improved >= 1
+    assert result.steps <= 1 + 3 * len(eligible)
+
+
+def test_a_small_class_is_proven_optimal() -> None:
+    best = plan(_blocked_gang(), SolverConfig(time_limit_s=10.0, workers=1))
+    assert best.status == "OPTIMAL" and best.gap == 0
