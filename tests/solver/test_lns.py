@@ -86,5 +86,6 @@ def test_search_stops_early_when_nothing_is_left_to_try() -> None:
 
 
 def test_a_small_class_is_proven_optimal() -> None:
-    best = plan(_blocked_gang(), SolverConfig(time_limit_s=10.0, workers=1))
+    config = SolverConfig(time_limit_s=10.0, workers=1, relative_gap=0.0)
+    best = plan(_blocked_gang(), config)
     assert best.status == "OPTIMAL" and best.gap == 0
