@@ -43,10 +43,26 @@ def greedy_order(problem: Problem, weights: Weights) -> list[Request]:
 def packing_order(problem: Problem, weights: Weights) -> list[Request]:
     """Like :func:`greedy_order`, but within equal weight the most GPU-hours first, which
     packs better (small requests backfill around large ones); the CP-SAT planner's second
-    list order."""
+    list order. A tenant whose budget cannot cover all its requests in a class keeps first
+    come, first served among them (the order decides which get funded), after the others."""
+    demand: dict[tuple[str, str], int] = {}
+    for r in problem.requests:
+        key = (r.tenant, r.gpu_class)
+        demand[key] = demand.get(key, 0) + r.gpus * r.duration_s
+
+    def short(r: Request) -> bool:
+        quota = problem.tenants[r.tenant].quotas.get(r.gpu_class)
+        budget = quota.budget_gpu_s if quota is not None else None
+        return budget is not None and budget < demand[(r.tenant, r.gpu_class)]
+
     return sorted(
         problem.requests,
-        key=lambda r: (-weights.value[r.id], -r.gpus * r.duration_s, r.submitted_at, r.id),
+        key=lambda r: (
+            -weights.value[r.id],
+            0 if short(r) else -r.gpus * r.duration_s,
+            r.submitted_at,
+            r.id,
+        ),
     )
 
 
