@@ -234,6 +234,8 @@ def _settle_tails(inst: ClassInstance, force: bool = False) -> None:
     full = [(t.start, t.end, t.gpus) for t in inst.tails]
     over = clip(inst.fixed + full, inst.capacity)[1]
     for tp in inst.tenants.values():
+        if not tp.items:
+            continue  # no limit constraint is built for a tenant with nothing to place
         mine = [(inst.tails[k].start, inst.tails[k].end, inst.tails[k].run.gpus) for k in tp.tails]
         over = over or clip(tp.fixed_all + mine, tp.limit)[1]
     if not over and not force:
