@@ -10,7 +10,6 @@ candidates, and only surviving candidates are tested node by node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -236,9 +235,6 @@ class Ledger:
         total[slot : rec.b] -= sum(g for _, g in rec.nodes)
         rec.preempted_at = slot
         self._live_reclaimable[cls] -= 1
-
-    def preempted(self) -> Iterable[Record]:
-        return (r for r in self.runs.values() if r.preempted_at is not None)
 
     # -- search --------------------------------------------------------------------------
 
