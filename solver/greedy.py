@@ -10,7 +10,9 @@ request that would wait may reclaim GPUs from running borrowed reservations of o
 that have run their minimum time, when the earlier start is worth more than the preemptions
 (judged by the objective). Nodes are chosen best fit: previous nodes, then the fullest.
 
-The same routine realises a CP-SAT solution: :func:`place_in_order` with the solver's order.
+The same routine (:func:`place_in_order`) places requests in other orders for the CP-SAT
+planner: a largest-first order, a whole-class model's start order, and what is left after
+the neighbourhood search, around placements it keeps unchanged.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Large-neighbourhood search around the greedy plan with exact node-level CP-SAT models.
 
-Each step frees a few requests of one class (the ones the current plan delays most, sampled
-so that steps differ), books everything else in a fresh ledger, and asks
-:func:`~solver.cpsat.nodes.solve_neighbourhood` for better placements of the freed ones.
-An improvement is kept (the objective only goes up); the loop runs until its time is spent.
-Requests whose current placement reclaims running work are never freed, so reclaims made by
-the greedy planner stay as they are.
+Each step picks a seed, a request the current plan delays or leaves out (drawn in proportion
+to the value it loses), frees it together with either its tenant's other work in the class
+or the planned work on a few busy nodes before its start, books everything else in a fresh
+ledger, and asks :func:`~solver.cpsat.nodes.solve_neighbourhood` for better placements of the
+freed requests. Improvements are kept (the objective only goes up). The loop ends at the
+deadline or once every seed has had a few fruitless neighbourhoods. Requests whose current
+placement reclaims running work are never freed, so reclaims made by greedy stay as they are.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ TRIES_PER_SEED = 3  # neighbourhoods around one delayed request before giving up
 
 @dataclass
 class LnsResult:
+    """The improved placements and what the search did."""
+
     placements: dict[int, Placement]
     steps: int
     improved: int
@@ -36,6 +39,7 @@ class LnsResult:
 
 
 def _loss(weights: Weights, grid: TimeGrid, req: Request, pl: Placement | None) -> int:
+    """What ``req`` loses against starting at its earliest boundary (all of it if left out)."""
     first = grid.first_start_at_or_after(max(grid.now, req.not_before or grid.now))
     if first >= grid.n_starts:
         return 0
