@@ -311,7 +311,7 @@ class Ledger:
                 good = rows[tight >= p]
                 if len(good) < k:
                     continue
-                chosen = self._choose(pool, good, free.min(axis=1)[tight >= p], k, prefer)
+                chosen = self._choose(pool, good, tight[tight >= p], k, prefer)
                 return Placement(req, i, chosen, kind)
             found = self._choose_with_reclaim(pool, req, rows, free, i, j, k, prefer)
             if found is not None:
@@ -387,7 +387,9 @@ class Ledger:
         if pool is None:
             return []
         j = int(self.ends(req.duration_s)[slot])
-        hosts = set(np.nonzero(pool.caps >= req.gpus_per_node)[0].tolist())
+        big = pool.caps >= req.gpus_per_node
+        every = bool(big.all())  # the common case: skip the per-node filter
+        hosts = set(np.nonzero(big)[0].tolist())
         held: dict[str, int] = {}
         for rec in pool.records:
             if (running_only and not rec.running) or (planned_only and rec.running):
@@ -395,7 +397,7 @@ class Ledger:
             end = rec.b if rec.preempted_at is None else rec.preempted_at
             if rec.a >= j or end <= slot:
                 continue
-            g = sum(gg for n, gg in rec.nodes if n in hosts)
+            g = sum(gg for n, gg in rec.nodes if every or n in hosts)
             if g:
                 held[rec.tenant] = held.get(rec.tenant, 0) + g
         return sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))
