@@ -68,7 +68,7 @@ def improve(
     tried: dict[int, int] = {}
     while True:
         now = time.perf_counter()
-        if deadline - now < 0.15:
+        if deadline - now < 0.1:
             break
         candidates: list[tuple[int, Request]] = []
         for r in eligible:
@@ -91,11 +91,11 @@ def improve(
                 ledger.commit(pl)
         nodes = sorted(set(nodes) | _roomy_nodes(ledger, grid, seed_req, current))
         steps += 1
-        budget = min(step_s, deadline - time.perf_counter() - 0.1)
-        if budget <= 0.05:
+        stop = min(time.perf_counter() + step_s, deadline)
+        if stop - time.perf_counter() <= 0.05:
             break
         found = solve_neighbourhood(
-            ledger, free, current, nodes, weights, budget, workers, seed + steps
+            ledger, free, current, nodes, weights, stop, workers, seed + steps
         )
         if found is None:
             continue

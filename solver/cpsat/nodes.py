@@ -14,6 +14,7 @@ is committed as is and is valid by construction (the validator still checks the 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,13 +102,14 @@ def solve_neighbourhood(
     current: dict[int, Placement],
     nodes: list[int],
     weights: Weights,
-    time_limit_s: float,
+    deadline: float,
     workers: int,
     seed: int,
 ) -> dict[int, Placement] | None:
     """Better placements for ``free`` (all of one class, on the class's node indices
     ``nodes``, which include their current nodes) than ``current`` gives them, or ``None``
-    when CP-SAT finds none in time. ``ledger`` holds everything else."""
+    when CP-SAT finds none by ``deadline`` (a ``time.perf_counter()`` value, model building
+    included). ``ledger`` holds everything else."""
     problem, grid = ledger.problem, ledger.grid
     cls = free[0].gpu_class
     pool = ledger.pools[cls]
@@ -236,7 +238,10 @@ def solve_neighbourhood(
             hint_value += weights.move(it.req.id) if kept else 0
 
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.02, time_limit_s)
+    left = deadline - time.perf_counter()
+    if left < 0.02:
+        return None
+    solver.parameters.max_time_in_seconds = left
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = seed
     # Probing in presolve costs more than a whole neighbourhood's budget on these models.
