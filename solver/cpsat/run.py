@@ -129,7 +129,7 @@ def plan_cpsat(problem: Problem, opts: CpsatOptions) -> Plan:
             share = budget * len(inst.items) / total
             if share < 0.05:
                 continue
-            r = solve_class(inst, greedy, grid, share, opts.workers, opts.seed)
+            r = solve_class(inst, sched.plan, grid, share, opts.workers, opts.seed)
             results.append(r)
             if r.bound is not None and inst.exact and r.bound < bounds[inst.gpu_class]:
                 bounds[inst.gpu_class] = r.bound
