@@ -67,7 +67,13 @@ def decide(
     Returns the plan to apply (or an empty one if no valid plan exists), the violations found
     in the first plan, and why a fallback happened.
     """
-    first = plan_fn(problem, config)
+    try:
+        first = plan_fn(problem, config)
+    except solver.ProblemError as exc:
+        # The snapshot should never build such a problem; refuse rather than guess.
+        log.error("the planner refused the problem: %s", exc)
+        empty = solver.Plan(assignments={}, unplaced={}, status="REFUSED", planner="none")
+        return empty, [], f"malformed problem: {exc}"
     violations = solver.validate(problem, first)
     if not violations:
         return first, [], None

@@ -76,6 +76,12 @@ def unplaced_sentence(u: Unplaced, ctx: Context) -> str:
         return f"The pool has no {ctx.gpu_class} nodes at present."
     if r is Reason.TOO_LARGE_FOR_POOL:
         return f"No set of {ctx.gpu_class} nodes in the pool can hold this gang of {ctx.gpus} GPUs."
+    if r is Reason.BEYOND_HORIZON:
+        return (
+            f"The {ctx.gpu_class} GPUs it needs are reserved for the whole planning horizon"
+            f"{_blockers(u)}; it may start around {_at(u.earliest_start)}, and will be planned "
+            f"when that comes within the horizon."
+        )
     if r is Reason.DEADLINE_UNREACHABLE:
         return "The GPUs it needs are not free long enough to finish before its deadline."
     if r is Reason.NODES_DRAINING:

@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(
         10.0, gt=0, description="Leader lease time-to-live; a dead leader is replaced after it."
     )
-    solver: str = Field("greedy", description="Planner: greedy or cpsat.")
+    solver: str = Field(
+        "cpsat", description="Planner: cpsat (greedy first, then CP-SAT) or greedy."
+    )
     solver_time_limit_s: float = Field(5.0, gt=0)
     solver_workers: int = Field(2, ge=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from solver.checks import check_problem
+from solver.cpsat.run import CpsatOptions, plan_cpsat
 from solver.greedy import plan_greedy
 from solver.model import Plan, Problem
 from solver.validate import Violation, check_plan
@@ -16,7 +17,7 @@ PLANNERS = ("greedy", "cpsat")
 class SolverConfig:
     """How to plan: which planner, and for CP-SAT its time limit, workers and target gap."""
 
-    planner: str = "greedy"
+    planner: str = "cpsat"
     time_limit_s: float = 5.0
     workers: int = 2
     relative_gap: float = 0.01
@@ -37,7 +38,10 @@ def plan(problem: Problem, config: SolverConfig | None = None) -> Plan:
     """Plan ``problem`` with the configured planner (raises ``ProblemError`` on bad input)."""
     config = config or SolverConfig()
     check_problem(problem)
-    return plan_greedy(problem)
+    if config.planner == "greedy":
+        return plan_greedy(problem)
+    options = CpsatOptions(config.time_limit_s, config.workers, config.relative_gap, config.seed)
+    return plan_cpsat(problem, options)
 
 
 def validate(problem: Problem, plan: Plan) -> list[Violation]:

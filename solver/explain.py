@@ -102,7 +102,7 @@ def static_reason(ledger: Ledger, req: Request) -> Unplaced | None:
         spent = (quota.budget_gpu_s or 0.0) - left
         detail = f"needs {_gh(req.gpus * req.duration_s)}, {_gh(max(left, 0.0))} of budget left"
         if spent > 0:
-            detail += f" after {_gh(spent)} planned for earlier requests"
+            detail += f" after {_gh(spent)} planned for its other requests"
         return Unplaced(req.id, Reason.BUDGET_EXHAUSTED, detail, None, (("quota", "budget"),))
     return None
 

@@ -10,13 +10,16 @@ request that would wait may reclaim GPUs from running borrowed reservations of o
 that have run their minimum time, when the earlier start is worth more than the preemptions
 (judged by the objective). Nodes are chosen best fit: previous nodes, then the fullest.
 
-The same routine realises a CP-SAT solution: :func:`place_in_order` with the solver's order.
+The same routine (:func:`place_in_order`) places requests in other orders for the CP-SAT
+planner: a largest-first order, a whole-class model's start order, and what is left after
+the neighbourhood search, around placements it keeps unchanged.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from solver.explain import explain, static_reason
 from solver.grid import build_grid
@@ -37,6 +40,32 @@ from solver.objective import Weights, score, weights_of
 def greedy_order(problem: Problem, weights: Weights) -> list[Request]:
     """The principled order: objective weight, then first come first served."""
     return sorted(problem.requests, key=lambda r: (-weights.value[r.id], r.submitted_at, r.id))
+
+
+def packing_order(problem: Problem, weights: Weights) -> list[Request]:
+    """Like :func:`greedy_order`, but within equal weight the most GPU-hours first, which
+    packs better (small requests backfill around large ones); the CP-SAT planner's second
+    list order. A tenant whose budget cannot cover all its requests in a class keeps first
+    come, first served among them (the order decides which get funded), after the others."""
+    demand: dict[tuple[str, str], int] = {}
+    for r in problem.requests:
+        key = (r.tenant, r.gpu_class)
+        demand[key] = demand.get(key, 0) + r.gpus * r.duration_s
+
+    def short(r: Request) -> bool:
+        quota = problem.tenants[r.tenant].quotas.get(r.gpu_class)
+        budget = quota.budget_gpu_s if quota is not None else None
+        return budget is not None and budget < demand[(r.tenant, r.gpu_class)]
+
+    return sorted(
+        problem.requests,
+        key=lambda r: (
+            -weights.value[r.id],
+            0 if short(r) else -r.gpus * r.duration_s,
+            r.submitted_at,
+            r.id,
+        ),
+    )
 
 
 def place_one(ledger: Ledger, req: Request, weights: Weights) -> Placement | None:
@@ -100,6 +129,15 @@ def _worth(
     return gain > cost
 
 
+@dataclass
+class Schedule:
+    """A list-scheduling result: the plan and the ledger placements behind it (the CP-SAT
+    planner re-commits some of them unchanged)."""
+
+    plan: Plan
+    placements: dict[int, Placement]
+
+
 def place_in_order(
     problem: Problem,
     order: Sequence[Request],
@@ -107,26 +145,22 @@ def place_in_order(
     *,
     planner: str,
     started: float | None = None,
-) -> Plan:
-    """Place ``order`` one by one (greedy list scheduling) and return the full plan."""
+    keep: Sequence[Placement] = (),
+) -> Schedule:
+    """Commit ``keep`` unchanged, then place ``order`` one by one at the earliest feasible
+    start (greedy list scheduling); every request not in ``keep`` must be in ``order``."""
     started = time.perf_counter() if started is None else started
     ledger = Ledger(problem, build_grid(problem))
-    bounds = ledger.grid.bounds
     assignments: dict[int, Assignment] = {}
     unplaced: dict[int, Unplaced] = {}
     preemptions: list[Preemption] = []
-    for req in order:
-        why = static_reason(ledger, req)
-        if why is not None:
-            unplaced[req.id] = why
-            continue
-        pl = place_one(ledger, req, weights)
-        if pl is None:
-            unplaced[req.id] = explain(ledger, req)
-            continue
+    placements: dict[int, Placement] = {}
+
+    def book(pl: Placement) -> None:
+        req = pl.req
         ledger.commit(pl)
         pool = ledger.pools[req.gpu_class]
-        start = int(bounds[pl.slot])
+        start = int(ledger.grid.bounds[pl.slot])
         assignments[req.id] = Assignment(
             req.id,
             allocation_of({pool.nodes[i]: req.gpus_per_node for i in pl.nodes}),
@@ -135,6 +169,20 @@ def place_in_order(
             pl.kind,
         )
         preemptions.extend(Preemption(rid, start, req.tenant) for rid in pl.preempt)
+        placements[req.id] = pl
+
+    for pl in keep:
+        book(pl)
+    for req in order:
+        why = static_reason(ledger, req)
+        if why is not None:
+            unplaced[req.id] = why
+            continue
+        found = place_one(ledger, req, weights)
+        if found is None:
+            unplaced[req.id] = explain(ledger, req)
+            continue
+        book(found)
     plan = Plan(
         assignments=assignments,
         unplaced=unplaced,
@@ -142,7 +190,7 @@ def place_in_order(
         status="FEASIBLE",
         planner=planner,
     )
-    return _finish(problem, plan, weights, started)
+    return Schedule(_finish(problem, plan, weights, started), placements)
 
 
 def _finish(problem: Problem, plan: Plan, weights: Weights, started: float) -> Plan:
@@ -160,10 +208,16 @@ def _finish(problem: Problem, plan: Plan, weights: Weights, started: float) -> P
     )
 
 
+def schedule_greedy(problem: Problem, weights: Weights) -> Schedule:
+    """The greedy schedule (plan and placements)."""
+    started = time.perf_counter()
+    order = greedy_order(problem, weights)
+    return place_in_order(problem, order, weights, planner="greedy", started=started)
+
+
 def plan_greedy(problem: Problem, weights: Weights | None = None) -> Plan:
     """The greedy plan of ``problem`` (no bound: greedy proves nothing)."""
     started = time.perf_counter()
     weights = weights or weights_of(problem)
-    return place_in_order(
-        problem, greedy_order(problem, weights), weights, planner="greedy", started=started
-    )
+    order = greedy_order(problem, weights)
+    return place_in_order(problem, order, weights, planner="greedy", started=started).plan

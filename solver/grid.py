@@ -50,11 +50,6 @@ class TimeGrid:
     def end(self) -> int:
         return int(self.bounds[-1])
 
-    def slot_of(self, t: int) -> int:
-        """Index of the slot holding time ``t`` (clamped to the grid)."""
-        i = int(np.searchsorted(self.bounds, t, side="right")) - 1
-        return min(max(i, 0), self.n_slots - 1)
-
     def slot_span(self, start: int, end: int) -> tuple[int, int]:
         """Slots ``[a, b)`` touched by the interval ``[start, end)``, clamped to the grid."""
         start = max(start, self.now)
@@ -64,13 +59,6 @@ class TimeGrid:
         a = int(np.searchsorted(self.bounds, start, side="right")) - 1
         b = int(np.searchsorted(self.bounds, end, side="left"))
         return a, b
-
-    def end_slots(self, duration_s: int) -> IntArray:
-        """For every start boundary ``i``, the first slot not touched by a reservation of
-        ``duration_s`` starting there."""
-        starts = self.bounds[: self.n_starts]
-        out: IntArray = np.searchsorted(self.bounds, starts + duration_s, side="left")
-        return np.minimum(out, self.n_slots)
 
     def first_start_at_or_after(self, t: int) -> int:
         """Index of the first boundary ``>= t`` (may be ``n_starts`` or beyond)."""

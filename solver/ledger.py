@@ -10,7 +10,6 @@ candidates, and only surviving candidates are tested node by node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +50,7 @@ class ClassPool:
     recl: I32  # (nodes, slots): GPUs held by reservations reclaimable there
     records: list[Record] = field(default_factory=list)
     counts: dict[int, I32] = field(default_factory=dict)  # p -> schedulable nodes with p free
+    victims: dict[int, list[Record]] = field(default_factory=dict)  # node -> reclaimable runs
 
     def count(self, p: int) -> I32:
         """Per slot, how many schedulable nodes have ``p`` GPUs free (cached, kept current)."""
@@ -167,6 +167,7 @@ class Ledger:
                 pool.used_run[i, a:b] += gpus
                 if reclaim_slot is not None and reclaim_slot < b:
                     pool.recl[i, reclaim_slot:b] += gpus
+                    pool.victims.setdefault(i, []).append(rec)
             if cls == run.gpu_class:
                 self.runs[run.request_id] = rec
                 if reclaim_slot is not None and reclaim_slot < b:
@@ -234,9 +235,6 @@ class Ledger:
         total[slot : rec.b] -= sum(g for _, g in rec.nodes)
         rec.preempted_at = slot
         self._live_reclaimable[cls] -= 1
-
-    def preempted(self) -> Iterable[Record]:
-        return (r for r in self.runs.values() if r.preempted_at is not None)
 
     # -- search --------------------------------------------------------------------------
 
@@ -313,7 +311,7 @@ class Ledger:
                 good = rows[tight >= p]
                 if len(good) < k:
                     continue
-                chosen = self._choose(pool, good, free.min(axis=1)[tight >= p], k, prefer)
+                chosen = self._choose(pool, good, tight[tight >= p], k, prefer)
                 return Placement(req, i, chosen, kind)
             found = self._choose_with_reclaim(pool, req, rows, free, i, j, k, prefer)
             if found is not None:
@@ -354,14 +352,12 @@ class Ledger:
                 continue
             victims = [
                 rec
-                for rec in pool.records
-                if rec.running
+                for rec in pool.victims.get(r, ())
+                if rec.preempted_at is None
                 and rec.reclaim_slot is not None
-                and rec.preempted_at is None
                 and rec.reclaim_slot <= i
                 and rec.b > i
                 and rec.tenant != req.tenant
-                and any(n == r for n, _ in rec.nodes)
             ]
             victims.sort(key=lambda rec: -sum(g for n, g in rec.nodes if n == r))
             taken: list[int] = []
@@ -391,7 +387,9 @@ class Ledger:
         if pool is None:
             return []
         j = int(self.ends(req.duration_s)[slot])
-        hosts = set(np.nonzero(pool.caps >= req.gpus_per_node)[0].tolist())
+        big = pool.caps >= req.gpus_per_node
+        every = bool(big.all())  # the common case: skip the per-node filter
+        hosts = set(np.nonzero(big)[0].tolist())
         held: dict[str, int] = {}
         for rec in pool.records:
             if (running_only and not rec.running) or (planned_only and rec.running):
@@ -399,7 +397,7 @@ class Ledger:
             end = rec.b if rec.preempted_at is None else rec.preempted_at
             if rec.a >= j or end <= slot:
                 continue
-            g = sum(gg for n, gg in rec.nodes if n in hosts)
+            g = sum(gg for n, gg in rec.nodes if every or n in hosts)
             if g:
                 held[rec.tenant] = held.get(rec.tenant, 0) + g
         return sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
 def register_all(cli: Cli) -> None:
     """Add scheduler's own commands to ``cli``."""
-    from scheduler.commands import db
+    from scheduler.commands import bench_solver, db
 
     db.register(cli)
+    bench_solver.register(cli)

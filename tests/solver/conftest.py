@@ -6,7 +6,7 @@ import pytest
 
 from solver import Plan, Problem, SolverConfig, plan, validate
 
-PLANNERS = ("greedy",)
+PLANNERS = ("greedy", "cpsat")
 
 
 @pytest.fixture(params=PLANNERS)

@@ -9,6 +9,7 @@ from solver import (
     Preemption,
     Problem,
     Reason,
+    Request,
     ReservationKind,
     Running,
     Unplaced,
@@ -26,8 +27,12 @@ def placed(*assignments: Assignment, preemptions: tuple[Preemption, ...] = ()) -
 
 
 def a(
-    rid: int, alloc: tuple[tuple[str, int], ...], start: int = 0, hours: float = 1, kind=B
-) -> Assignment:  # type: ignore[no-untyped-def]
+    rid: int,
+    alloc: tuple[tuple[str, int], ...],
+    start: int = 0,
+    hours: float = 1,
+    kind: ReservationKind = B,
+) -> Assignment:
     return Assignment(rid, alloc, NOW + start, NOW + start + int(hours * H), kind)
 
 
@@ -35,14 +40,14 @@ def rules(p: Problem, plan: Plan) -> set[str]:
     return {v.rule for v in validate(p, plan)}
 
 
-def base(*requests, running=(), **kw) -> Problem:  # type: ignore[no-untyped-def]
-    return problem(
-        nodes(2),
-        [tenant("a", 8, 16, budget=kw.pop("budget", None)), tenant("b", 0, 16)],
-        requests,
-        running,
-        **kw,
-    )
+def base(
+    *requests: Request,
+    running: tuple[Running, ...] = (),
+    budget: float | None = None,
+    horizon_s: int = 7 * 24 * H,
+) -> Problem:
+    ts = [tenant("a", 8, 16, budget=budget), tenant("b", 0, 16)]
+    return problem(nodes(2), ts, requests, running, horizon_s=horizon_s)
 
 
 def test_a_valid_plan_passes() -> None:
