@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from api import errors
 from api.deps import AppContext
+from api.limits import BodySizeLimit, RateLimiter
 from api.routers import health, inventory, plan, requests, tenants, usage
 from metrics.server import ServerMetrics, mount_metrics
 from scheduler import migrate
@@ -99,6 +100,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    ctx.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     for module in (health, inventory, tenants, requests, plan, usage):
         app.include_router(module.router)

@@ -80,7 +80,9 @@ def register(cli: Cli) -> None:
         dev: Annotated[
             bool, typer.Option("--dev", help="Dev mode: allow a weak operator token.")
         ] = False,
-        log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+        log_level: Annotated[
+            str, typer.Option(envvar="GPUPOOL_LOG_LEVEL", help="debug, info, warning")
+        ] = "info",
         kubeconfig: Annotated[
             str | None, typer.Option(help="Enforce plans on this cluster (default: simulated).")
         ] = None,

@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from api.limits import RateLimiter
 from scheduler.clock import Clock
 from scheduler.db import session_scope
 from scheduler.domain import OPERATOR, Principal, Role
@@ -29,6 +30,7 @@ class AppContext:
     engine: Engine
     clock: Clock
     runner: CycleRunner | None = None
+    rate_limiter: RateLimiter | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
     @contextmanager
@@ -76,7 +78,10 @@ def authenticate(
     if agent and hmac.compare_digest(token.encode(), agent.encode()):
         return Principal(Role.AGENT)
     with ctx.read() as session:
-        return api_keys.authenticate(session, token)
+        who = api_keys.authenticate(session, token)
+    if ctx.rate_limiter is not None:
+        ctx.rate_limiter.check(f"key:{who.key_id}")
+    return who
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

@@ -158,18 +158,10 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
                 log.warning("request %s: nodes no longer free, left to the next cycle", rid)
                 out.stale += 1
                 continue
-            _write_reservation(
-                session,
-                req,
-                a,
-                ReservationState.ACTIVE,
-                now,
-                existing.reservation_id if existing else None,
-            )
-            for n, g in a.allocation:
-                usage[n] = usage.get(n, 0) + g
             start, end = from_epoch(a.start), from_epoch(a.end)
-            lifecycle.transition(
+            # The guarded state change first: if the request changed since the snapshot (a
+            # cancel committed meanwhile), nothing else is written for it.
+            if not lifecycle.transition(
                 session,
                 req,
                 RequestState.ACTIVE,
@@ -183,23 +175,27 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
                     "first_planned_start": req.first_planned_start or start,
                 },
                 data={"allocation": dict(a.allocation), "kind": a.kind.value},
-            )
-            out.activated += 1
-            continue
-        if existing is None or existing.assignment != a:
+            ):
+                out.stale += 1
+                continue
             _write_reservation(
                 session,
                 req,
                 a,
-                ReservationState.PLANNED,
+                ReservationState.ACTIVE,
                 now,
                 existing.reservation_id if existing else None,
             )
+            for n, g in a.allocation:
+                usage[n] = usage.get(n, 0) + g
+            out.activated += 1
+            continue
         start, end = from_epoch(a.start), from_epoch(a.end)
         sentence = reasons.planned_sentence(start, end, a.kind.value, now)
         values = {"planned_start": start, "planned_end": end}
+        changed = existing is None or existing.assignment != a
         if req.state == RequestState.PENDING.value:
-            lifecycle.transition(
+            fresh_ok = lifecycle.transition(
                 session,
                 req,
                 RequestState.PLANNED,
@@ -211,7 +207,7 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
             )
         else:
             moved = req.planned_start is None or abs(req.planned_start - start) >= ETA_TOLERANCE
-            lifecycle.touch(
+            fresh_ok = lifecycle.touch(
                 session,
                 req,
                 now,
@@ -222,6 +218,19 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
                     "from": req.planned_start.isoformat() if req.planned_start else None,
                     "to": start.isoformat(),
                 },
+                force=changed,  # a reservation is about to be written: prove the row is fresh
+            )
+        if not fresh_ok:
+            out.stale += 1
+            continue
+        if changed:
+            _write_reservation(
+                session,
+                req,
+                a,
+                ReservationState.PLANNED,
+                now,
+                existing.reservation_id if existing else None,
             )
         out.planned += 1
 
@@ -229,31 +238,30 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
         req = fresh.get(rid)
         if req is None:
             continue
-        _drop_planned(session, snap, rid)
-        _to_pending(
+        if _to_pending(
             session, req, now, u.reason.value, reasons.unplaced_sentence(u, snap.contexts[rid])
-        )
-        out.pending += 1
+        ):
+            _drop_planned(session, snap, rid)
+            out.pending += 1
     for rid, (code, message) in snap.deferred.items():
         req = fresh.get(rid)
-        if req is not None:
+        if req is not None and _to_pending(session, req, now, code, message):
             _drop_planned(session, snap, rid)
-            _to_pending(session, req, now, code, message)
             out.pending += 1
     for rid, rejection in snap.rejections.items():
         req = fresh.get(rid)
         if req is None:
             continue
-        _drop_planned(session, snap, rid)
-        lifecycle.transition(
+        if lifecycle.transition(
             session,
             req,
             RequestState.REJECTED,
             now,
             reason_code=rejection.code,
             message=rejection.message,
-        )
-        out.rejected += 1
+        ):
+            _drop_planned(session, snap, rid)
+            out.rejected += 1
     return out
 
 
@@ -269,15 +277,15 @@ def _drop_planned(session: Session, snap: Snapshot, rid: int) -> None:
     session.execute(sql_delete(ReservationRow).where(ReservationRow.id == ref.reservation_id))
 
 
-def _to_pending(session: Session, req: RequestRef, now: datetime, code: str, message: str) -> None:
-    """The request waits with a reason (its planned reservation, if any, is already gone)."""
+def _to_pending(session: Session, req: RequestRef, now: datetime, code: str, message: str) -> bool:
+    """The request waits with a reason; False if it changed since the snapshot."""
     if req.state == RequestState.PLANNED.value:
-        lifecycle.transition(
+        return lifecycle.transition(
             session, req, RequestState.PENDING, now, reason_code=code, message=message
         )
     else:
         changed = req.reason_code != code
-        lifecycle.touch(
+        return lifecycle.touch(
             session,
             req,
             now,

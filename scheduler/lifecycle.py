@@ -123,14 +123,18 @@ def touch(
     event: str | None = None,
     message: str = "",
     data: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> bool:
     """Change columns other than ``state`` (reason, ETA) with the same optimistic guard;
-    ``event`` records a request event of that kind alongside. ``False`` if the row is stale."""
+    ``event`` records a request event of that kind alongside. ``False`` if the row is stale.
+
+    Without changes nothing is written (and staleness goes unnoticed) unless ``force``: then
+    the version is bumped anyway, which proves the row is still the one read."""
     assert row.id is not None
     if "state" in values:
         raise ValueError("use transition() to change a request's state")
     changes = {k: v for k, v in values.items() if getattr(row, k) != v}
-    if not changes:
+    if not changes and not force:
         return True
     changes["updated_at"] = at
     result = session.execute(

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         14 * 24 * 3600, gt=0, description="Longest duration a request may ask for."
     )
     page_size_max: int = Field(500, ge=1)
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")
+    rate_limit_per_s: float = Field(
+        50.0, ge=0, description="Requests per second per tenant API key (0: no limit)."
+    )
+    rate_limit_burst: float = Field(100.0, ge=1, description="Bucket size of the rate limit.")
 
     # usage accounting (POST /v1/usage/samples, GET /v1/usage)
     usage_max_batch: int = Field(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from api.deps import Ctx, Operator, User
 from api.routers.params import Cursor, Limit
-from api.schemas.common import ClassName, NodeName, Page
+from api.schemas.common import PROBLEM_RESPONSES, ClassName, NodeName, Page
 from api.schemas.inventory import (
     GpuClassCreate,
     GpuClassPublic,
@@ -18,7 +18,7 @@ from api.schemas.inventory import (
 from scheduler.services import gpu_classes, nodes
 from scheduler.tables import GpuClassRow
 
-router = APIRouter(prefix="/v1", tags=["inventory"])
+router = APIRouter(prefix="/v1", tags=["inventory"], responses=PROBLEM_RESPONSES)
 
 
 def _class_public(row: GpuClassRow, summary: dict[str, tuple[int, int, int]]) -> GpuClassPublic:

@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from api.deps import Ctx, Operator
 from api.routers.params import Cursor, Limit
-from api.schemas.common import ClassName, NodeName, Page, TenantName
+from api.schemas.common import PROBLEM_RESPONSES, ClassName, NodeName, Page, TenantName
 from api.schemas.plan import AuditPublic, CyclePublic, PlanPublic, SchedulerStatus
 from api.schemas.requests import ReservationPublic
 from scheduler.errors import InvalidInput
@@ -19,7 +19,7 @@ from scheduler.services import audit
 from scheduler.services import plan as plan_service
 from scheduler.tables import CycleRunRow
 
-router = APIRouter(prefix="/v1", tags=["plan"])
+router = APIRouter(prefix="/v1", tags=["plan"], responses=PROBLEM_RESPONSES)
 
 
 @router.get("/plan", response_model=PlanPublic, summary="All reservations in a time range")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import Ctx, User
 from api.routers.params import Cursor, Limit
-from api.schemas.common import ClassName, Page, TenantName
+from api.schemas.common import PROBLEM_RESPONSES, ClassName, Id, Page, TenantName
 from api.schemas.requests import (
     CompleteBody,
     EventPublic,
@@ -20,7 +20,7 @@ from api.schemas.requests import (
 from scheduler.domain import RequestState
 from scheduler.services import explain, extend, requests
 
-router = APIRouter(prefix="/v1", tags=["requests"])
+router = APIRouter(prefix="/v1", tags=["requests"], responses=PROBLEM_RESPONSES)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -89,7 +89,7 @@ def list_requests(
 
 
 @router.get("/requests/{request_id}", response_model=RequestPublic)
-def get_request(request_id: int, ctx: Ctx, who: User) -> RequestPublic:
+def get_request(request_id: Id, ctx: Ctx, who: User) -> RequestPublic:
     with ctx.read() as s:
         row = requests.get_visible(s, who, request_id)
         return RequestPublic.of(
@@ -102,7 +102,7 @@ def get_request(request_id: int, ctx: Ctx, who: User) -> RequestPublic:
     response_model=ExplainPublic,
     summary="Why it waits: the binding constraint and who holds the GPUs",
 )
-def explain_request(request_id: int, ctx: Ctx, who: User) -> ExplainPublic:
+def explain_request(request_id: Id, ctx: Ctx, who: User) -> ExplainPublic:
     with ctx.read() as s:
         return ExplainPublic.of(explain.explain(s, who, ctx.clock.now(), ctx.settings, request_id))
 
@@ -113,7 +113,7 @@ def explain_request(request_id: int, ctx: Ctx, who: User) -> ExplainPublic:
     summary="Keep an active window open longer, if the plan has room",
     responses={409: {"description": "No room in the plan, or the request is not active"}},
 )
-def extend_request(request_id: int, body: ExtendBody, ctx: Ctx, who: User) -> RequestPublic:
+def extend_request(request_id: Id, body: ExtendBody, ctx: Ctx, who: User) -> RequestPublic:
     with ctx.write() as s:
         row = extend.extend(s, who, ctx.clock.now(), ctx.settings, request_id, body.duration)
         out = RequestPublic.of(row, requests.current_reservation(s, request_id))
@@ -122,13 +122,13 @@ def extend_request(request_id: int, body: ExtendBody, ctx: Ctx, who: User) -> Re
 
 
 @router.get("/requests/{request_id}/events", response_model=list[EventPublic])
-def request_events(request_id: int, ctx: Ctx, who: User) -> list[EventPublic]:
+def request_events(request_id: Id, ctx: Ctx, who: User) -> list[EventPublic]:
     with ctx.read() as s:
         return [EventPublic.of(e) for e in requests.events(s, who, request_id)]
 
 
 @router.post("/requests/{request_id}/cancel", response_model=RequestPublic)
-def cancel(request_id: int, ctx: Ctx, who: User) -> RequestPublic:
+def cancel(request_id: Id, ctx: Ctx, who: User) -> RequestPublic:
     with ctx.write() as s:
         row = requests.cancel(s, who, ctx.clock.now(), request_id)
         out = RequestPublic.of(row, requests.current_reservation(s, request_id))
@@ -142,7 +142,7 @@ def cancel(request_id: int, ctx: Ctx, who: User) -> RequestPublic:
     summary="The work finished: end the reservation now and free its GPUs",
 )
 def complete(
-    request_id: int, ctx: Ctx, who: User, body: CompleteBody | None = None
+    request_id: Id, ctx: Ctx, who: User, body: CompleteBody | None = None
 ) -> RequestPublic:
     with ctx.write() as s:
         row = requests.complete(

@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from api.deps import Ctx, Operator, User
 from api.routers.params import Cursor, Limit
-from api.schemas.common import ClassName, Page, TenantName
+from api.schemas.common import PROBLEM_RESPONSES, ClassName, Id, Page, TenantName
 from api.schemas.tenants import (
     ApiKeyCreate,
     ApiKeyIssued,
@@ -25,7 +25,7 @@ from scheduler import budget
 from scheduler.services import api_keys, quotas, tenants
 from scheduler.tables import QuotaRow
 
-router = APIRouter(prefix="/v1", tags=["tenants"])
+router = APIRouter(prefix="/v1", tags=["tenants"], responses=PROBLEM_RESPONSES)
 
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantPublic)
@@ -94,7 +94,7 @@ def list_keys(
 @router.delete(
     "/tenants/{name}/api-keys/{key_id}", response_model=ApiKeyPublic, summary="Revoke a key"
 )
-def revoke_key(name: TenantName, key_id: int, ctx: Ctx, who: Operator) -> ApiKeyPublic:
+def revoke_key(name: TenantName, key_id: Id, ctx: Ctx, who: Operator) -> ApiKeyPublic:
     with ctx.write() as s:
         return ApiKeyPublic.of(api_keys.revoke(s, who, ctx.clock.now(), name, key_id))
 

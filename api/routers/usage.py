@@ -8,12 +8,12 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import AwareDatetime
 
 from api.deps import Agent, Ctx, User
-from api.schemas.common import ClassName, TenantName
+from api.schemas.common import PROBLEM_RESPONSES, ClassName, TenantName
 from api.schemas.usage import IngestPublic, SamplesIn, UsageReportPublic, to_csv
 from metrics.server import observe_ingest
 from scheduler.services import accounting, usage
 
-router = APIRouter(prefix="/v1", tags=["usage"])
+router = APIRouter(prefix="/v1", tags=["usage"], responses=PROBLEM_RESPONSES)
 
 
 @router.post(
@@ -21,7 +21,6 @@ router = APIRouter(prefix="/v1", tags=["usage"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=IngestPublic,
     summary="Node agents push GPU usage samples",
-    responses={413: {"description": "More samples than the batch limit; send fewer at once"}},
 )
 def push_samples(body: SamplesIn, ctx: Ctx, who: Agent) -> IngestPublic:
     limit = ctx.settings.usage_max_batch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -31,6 +31,10 @@ NodeName = Annotated[
 ]
 
 
+#: Database ids: positive 64-bit integers (a larger number cannot name anything stored).
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
 class Strict(BaseModel):
     """Input models refuse unknown fields, so a typo is an error rather than a silent no-op."""
 
@@ -54,3 +58,24 @@ class ProblemDetail(BaseModel):
     code: str
     instance: str | None = None
     errors: list[dict[str, str]] | None = None
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": ProblemDetail.model_json_schema()}},
+    }
+
+
+#: The errors every authenticated endpoint may answer, documented once for all routers.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("Malformed JSON"),
+    401: _problem("Missing, unknown or revoked credentials"),
+    403: _problem("Valid credentials without the right role, or a deactivated tenant"),
+    404: _problem("Not found, or not visible to the caller"),
+    409: _problem("Name taken, or the object's state does not allow it"),
+    413: _problem("Request body too large"),
+    422: _problem("Invalid input: `errors` names each field and why"),
+    429: _problem("Too many requests for this key: see Retry-After"),
+    503: _problem("The database is unreachable: see Retry-After"),
+}

@@ -184,7 +184,8 @@ def test_cycle_events(client, scenario):
         assert value(series, "gpupool_cycle_phase_duration_seconds_count", phase=phase) == cycles
         assert value(series, "gpupool_cycle_phase_duration_seconds_sum", phase=phase) >= 0
     assert value(series, "gpupool_solver_duration_seconds_count", planner="cpsat") == cycles
-    assert math.isnan(value(series, "gpupool_solver_gap"))
+    gap = value(series, "gpupool_solver_gap")  # CP-SAT proves a bound: a finite gap
+    assert not math.isnan(gap) and 0 <= gap < 1
     assert (
         value(series, "gpupool_last_cycle_timestamp_seconds")
         == (START + timedelta(minutes=30)).timestamp()
