@@ -12,13 +12,14 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, func, insert, or_, update
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 import solver
 from scheduler import lifecycle, reasons
 from scheduler.clock import from_epoch
+from scheduler.db import UTCDateTime
 from scheduler.domain import RequestState, ReservationState
 from scheduler.snapshot import Snapshot
 from scheduler.tables import NodeRow, RequestRow, ReservationNodeRow, ReservationRow
@@ -70,47 +71,94 @@ def _open_usage(session: Session) -> dict[str, int]:
     return {node: int(total or 0) for node, total in rows}
 
 
-def _write_reservation(
-    session: Session,
-    req: RequestRef,
-    a: solver.Assignment,
-    state: ReservationState,
-    now: datetime,
-    existing_id: int | None,
-) -> None:
-    start, end = from_epoch(a.start), from_epoch(a.end)
-    row = session.get(ReservationRow, existing_id) if existing_id is not None else None
-    if row is None:
-        row = ReservationRow(
-            request_id=req.id or 0,
-            tenant=req.tenant,
-            gpu_class=req.gpu_class,
-            gpus=req.gpus,
-            start=start,
-            end=end,
-            kind=a.kind.value,
-            state=state.value,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(row)
-        session.flush()
-    else:
-        row.start, row.end, row.kind, row.state, row.updated_at = (
-            start,
-            end,
-            a.kind.value,
-            state.value,
-            now,
-        )
-        session.add(row)
-        session.flush()
-        session.execute(
-            sql_delete(ReservationNodeRow).where(ReservationNodeRow.reservation_id == row.id)
-        )
-    for node, gpus in a.allocation:
-        session.add(ReservationNodeRow(reservation_id=row.id or 0, node=node, gpus=gpus))
-    session.flush()
+class ReservationWriter:
+    """Collects the cycle's reservation writes and sends them in a few bulk statements (a
+    re-plan may move hundreds of planned reservations; one ORM round trip each was most of
+    the apply phase)."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self._session = session
+        self._now = now
+        self._new: list[tuple[RequestRef, solver.Assignment, ReservationState]] = []
+        self._moved: list[tuple[int, solver.Assignment, ReservationState]] = []
+
+    def put(
+        self,
+        req: RequestRef,
+        a: solver.Assignment,
+        state: ReservationState,
+        existing_id: int | None,
+    ) -> None:
+        if existing_id is None:
+            self._new.append((req, a, state))
+        else:
+            self._moved.append((existing_id, a, state))
+
+    def flush(self) -> None:
+        res, nodes = ReservationRow.__table__, ReservationNodeRow.__table__  # type: ignore[attr-defined]
+        node_rows: list[dict[str, object]] = []
+        if self._moved:
+            self._session.execute(
+                update(res)
+                .where(res.c.id == bindparam("b_id"))
+                .values(
+                    start=bindparam("b_start", type_=UTCDateTime),
+                    end=bindparam("b_end", type_=UTCDateTime),
+                    kind=bindparam("b_kind"),
+                    state=bindparam("b_state"),
+                    updated_at=bindparam("b_now", type_=UTCDateTime),
+                    version=res.c.version + 1,
+                ),
+                [
+                    {
+                        "b_id": rid,
+                        "b_start": from_epoch(a.start),
+                        "b_end": from_epoch(a.end),
+                        "b_kind": a.kind.value,
+                        "b_state": state.value,
+                        "b_now": self._now,
+                    }
+                    for rid, a, state in self._moved
+                ],
+            )
+            ids = [rid for rid, _, _ in self._moved]
+            for i in range(0, len(ids), 500):
+                self._session.execute(
+                    sql_delete(nodes).where(nodes.c.reservation_id.in_(ids[i : i + 500]))
+                )
+            node_rows += [
+                {"reservation_id": rid, "node": n, "gpus": g}
+                for rid, a, _ in self._moved
+                for n, g in a.allocation
+            ]
+        if self._new:
+            created = self._session.execute(
+                insert(res).returning(res.c.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "request_id": req.id,
+                        "tenant": req.tenant,
+                        "gpu_class": req.gpu_class,
+                        "gpus": req.gpus,
+                        "start": from_epoch(a.start),
+                        "end": from_epoch(a.end),
+                        "kind": a.kind.value,
+                        "state": state.value,
+                        "created_at": self._now,
+                        "updated_at": self._now,
+                        "version": 1,
+                    }
+                    for req, a, state in self._new
+                ],
+            ).all()
+            for (rid,), (_, a, _) in zip(created, self._new, strict=True):
+                node_rows += [
+                    {"reservation_id": rid, "node": n, "gpus": g} for n, g in a.allocation
+                ]
+        if node_rows:
+            self._session.execute(insert(nodes), node_rows)
+        self._new.clear()
+        self._moved.clear()
 
 
 def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetime) -> Applied:
@@ -146,6 +194,7 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
 
     usage = _open_usage(session)
     capacity = {n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained}
+    writer = ReservationWriter(session, now)
     # Open the earliest starts first so that, if anything is refused, it is the later ones.
     for rid, a in sorted(plan.assignments.items(), key=lambda kv: (kv[1].start, kv[0])):
         req = fresh.get(rid)
@@ -178,13 +227,8 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
             ):
                 out.stale += 1
                 continue
-            _write_reservation(
-                session,
-                req,
-                a,
-                ReservationState.ACTIVE,
-                now,
-                existing.reservation_id if existing else None,
+            writer.put(
+                req, a, ReservationState.ACTIVE, existing.reservation_id if existing else None
             )
             for n, g in a.allocation:
                 usage[n] = usage.get(n, 0) + g
@@ -224,15 +268,12 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
             out.stale += 1
             continue
         if changed:
-            _write_reservation(
-                session,
-                req,
-                a,
-                ReservationState.PLANNED,
-                now,
-                existing.reservation_id if existing else None,
+            writer.put(
+                req, a, ReservationState.PLANNED, existing.reservation_id if existing else None
             )
         out.planned += 1
+
+    writer.flush()
 
     for rid, u in plan.unplaced.items():
         req = fresh.get(rid)

@@ -28,10 +28,15 @@ def build() -> typer.Typer:
     root = typer.Typer(
         no_args_is_help=True,
         add_completion=False,
+        rich_markup_mode="markdown",  # docstrings reflow: line breaks inside a paragraph go
         help="gpupool: a GPU allocation scheduler for AI hubs.",
     )
-    db = typer.Typer(no_args_is_help=True, help="Database schema commands.")
-    bench = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers.")
+    db = typer.Typer(
+        no_args_is_help=True, help="Database schema commands.", rich_markup_mode="markdown"
+    )
+    bench = typer.Typer(
+        no_args_is_help=True, help="Benchmarks that print numbers.", rich_markup_mode="markdown"
+    )
     root.add_typer(db, name="db")
     root.add_typer(bench, name="bench")
     cli = Cli(root=root, db=db, bench=bench)

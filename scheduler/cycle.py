@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 import solver
 from scheduler import apply as apply_phase
-from scheduler import fairshare
+from scheduler import fairshare, lifecycle
 from scheduler import snapshot as snapshot_phase
 from scheduler.clock import Clock
 from scheduler.db import session_scope
@@ -141,7 +141,8 @@ def run_cycle(
         _check(fence, session)
         now = clock.now()
         if plan.status != "REFUSED":
-            result.applied = apply_phase.apply_plan(session, snap, plan, now)
+            with lifecycle.buffered_events(session):
+                result.applied = apply_phase.apply_plan(session, snap, plan, now)
         result.next_event = apply_phase.next_event(session, now)
         t4 = time.perf_counter()
         result.timings["apply"] = t4 - t3

@@ -8,10 +8,12 @@ to the next cycle.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
@@ -31,6 +33,22 @@ def _mirror(row: Any, changes: dict[str, Any]) -> None:
             setattr(row, key, value)
 
 
+_BUFFER = "gpupool_event_buffer"
+
+
+@contextmanager
+def buffered_events(session: Session) -> Iterator[None]:
+    """Collect the events recorded inside the block and insert them in one statement (the
+    cycle records hundreds per apply)."""
+    session.info[_BUFFER] = buffer = []
+    try:
+        yield
+        if buffer:
+            session.execute(insert(RequestEventRow.__table__), buffer)  # type: ignore[attr-defined]
+    finally:
+        session.info.pop(_BUFFER, None)
+
+
 def record_event(
     session: Session,
     request_id: int,
@@ -42,17 +60,20 @@ def record_event(
     to_state: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        RequestEventRow(
-            request_id=request_id,
-            at=at,
-            kind=kind,
-            from_state=from_state,
-            to_state=to_state,
-            message=message[:500],
-            data=data or {},
-        )
-    )
+    values = {
+        "request_id": request_id,
+        "at": at,
+        "kind": kind,
+        "from_state": from_state,
+        "to_state": to_state,
+        "message": message[:500],
+        "data": data or {},
+    }
+    buffer = session.info.get(_BUFFER)
+    if buffer is not None:
+        buffer.append(values)
+    else:
+        session.add(RequestEventRow(**values))
 
 
 def transition(

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     solver: str = Field(
         "cpsat", description="Planner: cpsat (greedy first, then CP-SAT) or greedy."
     )
-    solver_time_limit_s: float = Field(5.0, gt=0)
+    solver_time_limit_s: float = Field(
+        1.0, gt=0, description="CP-SAT time per cycle; the best plan found by then is used."
+    )
     solver_workers: int = Field(2, ge=1)
 
     # requests
