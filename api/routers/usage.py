@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import AwareDatetime
+from sqlalchemy.exc import IntegrityError
 
 from api.deps import Agent, Ctx, User
 from api.schemas.common import PROBLEM_RESPONSES, ClassName, TenantName
@@ -30,8 +31,15 @@ def push_samples(body: SamplesIn, ctx: Ctx, who: Agent) -> IngestPublic:
             413,
             f"samples: {len(body.samples)} in one push; at most {limit}",
         )
-    with ctx.write() as s:
-        result = usage.ingest(s, who, ctx.clock.now(), ctx.settings, body.to_domain())
+    batch = body.to_domain()
+    try:
+        with ctx.write() as s:
+            result = usage.ingest(s, who, ctx.clock.now(), ctx.settings, batch)
+    except IntegrityError:
+        # Another push created one of these devices first (two agents claiming one node, or
+        # two replicas): the rows exist now, so the same batch goes through on a second try.
+        with ctx.write() as s:
+            result = usage.ingest(s, who, ctx.clock.now(), ctx.settings, batch)
     observe_ingest(ctx, result)
     if result.replan:
         ctx.replan("idle reservation ended or made reclaimable")

@@ -143,7 +143,11 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_rbac_is_least_privilege() -> None:
-    (role,) = by_kind("ClusterRole")
+    roles = {r["metadata"]["name"]: r for r in by_kind("ClusterRole")}
+    assert set(roles) == {"gpupool-controller", "gpupool-agent"}
+    (agent_rule,) = roles["gpupool-agent"]["rules"]
+    assert agent_rule["resources"] == ["pods"] and agent_rule["verbs"] == ["list"]
+    role = roles["gpupool-controller"]
     grants = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert all("*" not in r and "*" not in v for r, v in grants)
     assert not any(r in ("secrets", "configmaps") for r, _ in grants)
@@ -156,7 +160,8 @@ def test_rbac_is_least_privilege() -> None:
         s for b in by_kind("ClusterRoleBinding") + by_kind("RoleBinding") for s in b["subjects"]
     ]
     assert {(s["namespace"], s["name"]) for s in subjects} == {
-        ("gpupool-system", "gpupool-controller")
+        ("gpupool-system", "gpupool-controller"),
+        ("gpupool-system", "gpupool-agent"),
     }
 
 
@@ -171,8 +176,25 @@ def test_deployment_shape() -> None:
     assert database["valueFrom"]["secretKeyRef"] == {"name": "gpupool-database", "key": "url"}
     namespace = deployment["metadata"]["namespace"]
     assert f"system:serviceaccount:{namespace}:{pod['serviceAccountName']}" == CONTROLLER
+    tokens = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if e["name"] in ("GPUPOOL_OPERATOR_TOKEN", "GPUPOOL_AGENT_TOKEN")
+    }
+    assert tokens == {
+        "GPUPOOL_OPERATOR_TOKEN": {"name": "gpupool-tokens", "key": "operator"},
+        "GPUPOOL_AGENT_TOKEN": {"name": "gpupool-tokens", "key": "agent"},
+    }
     (daemonset,) = by_kind("DaemonSet")
-    assert daemonset["spec"]["template"]["spec"]["containers"][0]["args"][0] == "agent"
+    agent_pod = daemonset["spec"]["template"]["spec"]
+    args = agent_pod["containers"][0]["args"]
+    assert args[0] == "agent"
+    # the options the agent needs on a node: its server, its token, the host's /proc
+    assert (
+        "--host-proc=/host/proc" in args and "--token-file=/var/run/secrets/gpupool/agent" in args
+    )
+    mounts = {m["mountPath"] for m in agent_pod["containers"][0]["volumeMounts"]}
+    assert {"/host/proc", "/var/run/secrets/gpupool"} <= mounts
 
 
 def test_configmap_feeds_controller_settings() -> None:
