@@ -338,12 +338,13 @@ def _to_pending(session: Session, req: RequestRef, now: datetime, code: str, mes
 
 
 def _preempt(session: Session, p: solver.Preemption, now: datetime) -> int:
-    req = session.get(RequestRow, p.request_id)
+    # The request first, locked, then its reservation: every writer takes them in this
+    # order, so a concurrent cancel waits instead of deadlocking.
+    req = session.get(RequestRow, p.request_id, with_for_update=True, populate_existing=True)
     if req is None or req.state != RequestState.ACTIVE.value:
         return 0
     from scheduler.services.requests import end_active_reservation
 
-    end_active_reservation(session, req, now, "preempted")
     message = f"Borrowed GPUs reclaimed for tenant {p.for_tenant}'s guaranteed quota."
     if not lifecycle.transition(
         session,
@@ -355,6 +356,7 @@ def _preempt(session: Session, p: solver.Preemption, now: datetime) -> int:
         data={"for_tenant": p.for_tenant},
     ):
         return 0
+    end_active_reservation(session, req, now, "preempted")
     if req.requeue_on_preemption:
         lifecycle.transition(
             session,
@@ -371,13 +373,16 @@ def _schedule_reclaims(
     session: Session, later: dict[int, solver.Preemption], now: datetime
 ) -> None:
     rows = session.exec(
-        select(ReservationRow).where(
+        select(ReservationRow)
+        .where(
             ReservationRow.state == ReservationState.ACTIVE.value,
             or_(
                 col(ReservationRow.preempt_at).is_not(None),
                 col(ReservationRow.request_id).in_(list(later)),
             ),
         )
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     for res in rows:
         want = later.get(res.request_id)
@@ -408,19 +413,18 @@ def _schedule_reclaims(
 def close_ended(session: Session, now: datetime) -> int:
     """Open reservations whose window has passed end; their requests expire."""
     due = session.exec(
-        select(ReservationRow).where(
+        select(ReservationRow.id, ReservationRow.request_id).where(
             ReservationRow.state == ReservationState.ACTIVE.value,
             col(ReservationRow.end) <= now,
         )
     ).all()
     closed = 0
-    for res in due:
-        req = session.get(RequestRow, res.request_id)
-        res.state = ReservationState.ENDED.value
-        res.end_reason = "window_ended"
-        res.ended_at = res.end
-        res.updated_at = now
-        session.add(res)
+    for res_id, request_id in due:
+        # Request first, then reservation (the order every writer locks them in).
+        req = session.get(RequestRow, request_id, with_for_update=True, populate_existing=True)
+        res = session.get(ReservationRow, res_id, with_for_update=True, populate_existing=True)
+        if res is None or res.state != ReservationState.ACTIVE.value:
+            continue  # ended meanwhile (a cancel or a completion)
         if req is not None and req.state == RequestState.ACTIVE.value:
             lifecycle.transition(
                 session,
@@ -431,6 +435,11 @@ def close_ended(session: Session, now: datetime) -> int:
                 message="The reservation window ended before the work reported completion.",
                 values={"ended_at": res.end},
             )
+        res.state = ReservationState.ENDED.value
+        res.end_reason = "window_ended"
+        res.ended_at = res.end
+        res.updated_at = now
+        session.add(res)
         closed += 1
     session.flush()
     return closed

@@ -170,14 +170,19 @@ def run_cycle(
                 apply_s=result.timings["apply"],
             )
         )
+    t = result.timings
     log.info(
-        "cycle: %d waiting, %d placed, %d opened, %d preempted, %d stale in %.3fs (%s %s)",
+        "cycle: %d waiting, %d placed, %d opened, %d preempted, %d stale in %.3fs "
+        "(snapshot %.3fs, plan %.3fs, apply %.3fs; %s %s)",
         result.requests,
         result.placed,
         result.applied.activated,
         result.applied.preempted,
         result.applied.stale,
-        sum(v for k, v in result.timings.items() if k not in ("solve", "validate")),
+        t["advance"] + t["snapshot"] + t["decide"] + t["apply"],
+        t["snapshot"],
+        t["decide"],
+        t["apply"],
         result.planner,
         result.status,
     )

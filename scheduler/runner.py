@@ -52,6 +52,7 @@ class CycleRunner:
         self._last_duration_s = 0.0
         self._became_leader = threading.Event()
         self.last_result: CycleResult | None = None
+        self.running_since: datetime | None = None
         self.cycles = 0
         self.failures = 0
 
@@ -76,17 +77,25 @@ class CycleRunner:
         with self._lock:
             self._last_started_wall = datetime.now(UTC)
             self._last_started_mono = time.monotonic()
-            if self._plan_fn is None:
-                result = run_cycle(self._engine, self._settings, self._clock, fence=fence)
-            else:
-                result = run_cycle(
-                    self._engine, self._settings, self._clock, fence=fence, plan_fn=self._plan_fn
-                )
+            self.running_since = self._last_started_wall
+            try:
+                if self._plan_fn is None:
+                    result = run_cycle(self._engine, self._settings, self._clock, fence=fence)
+                else:
+                    result = run_cycle(
+                        self._engine,
+                        self._settings,
+                        self._clock,
+                        fence=fence,
+                        plan_fn=self._plan_fn,
+                    )
+            finally:
+                self.running_since = None
+                self._last_ended_mono = time.monotonic()
+                self._last_duration_s = self._last_ended_mono - self._last_started_mono
             self.cycles += 1
             self.last_result = result
             self._next_event = result.next_event
-            self._last_ended_mono = time.monotonic()
-            self._last_duration_s = self._last_ended_mono - self._last_started_mono
         for listener in self._listeners:
             try:
                 listener(result)

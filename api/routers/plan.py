@@ -87,5 +87,6 @@ def scheduler_status(ctx: Ctx, who: Operator) -> SchedulerStatus:
         term=view.term if view else None,
         lease_expires_at=view.expires_at if view else None,
         cycles_run_here=runner.cycles if runner else 0,
+        cycle_running_since=runner.running_since if runner else None,
         last_cycle=CyclePublic.of(last) if last else None,
     )

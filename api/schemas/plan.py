@@ -64,4 +64,7 @@ class SchedulerStatus(BaseModel):
     term: int | None = Field(description="Grows with every change of leader.")
     lease_expires_at: datetime | None
     cycles_run_here: int
+    cycle_running_since: datetime | None = Field(
+        None, description="When the cycle now running on this replica started, if one is."
+    )
     last_cycle: CyclePublic | None

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.idle import Flagged
 from scheduler.services.accounting import FIGURES, UsageLine, UsageReport
 from scheduler.services.usage import Batch, IngestResult, PodUse, Sample
+
+#: Bounds that keep every number storable (64-bit integers, finite floats) and every
+#: timestamp within what the database and interval arithmetic handle; real readings are far
+#: inside them.
+_MAX_INT = 2**53
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class _Lenient(BaseModel):
@@ -27,23 +33,35 @@ class PodIn(_Lenient):
     container: str | None = Field(None, max_length=253)
     pod_uid: str | None = Field(None, max_length=64)
     request_id: int | None = Field(
-        None, description="The pod's gpupool.io/request label; checked, not trusted."
+        None,
+        ge=1,
+        le=2**63 - 1,
+        description="The pod's gpupool.io/request label; checked, not trusted.",
     )
-    used_mib: int | None = Field(None, ge=0)
+    used_mib: int | None = Field(None, ge=0, le=_MAX_INT)
 
 
 class SampleIn(_Lenient):
     ts: AwareDatetime = Field(description="When the reading was taken (RFC 3339).")
     gpu_uuid: str = Field(min_length=1, max_length=100)
-    gpu_index: int | None = Field(None, ge=0)
+    gpu_index: int | None = Field(None, ge=0, le=65535)
     model: str | None = Field(None, max_length=200)
-    mig_instance: int | None = Field(None, ge=0, description="MIG GPU instance id, or null.")
+    mig_instance: int | None = Field(
+        None, ge=0, le=65535, description="MIG GPU instance id, or null."
+    )
     util_pct: float | None = Field(None, ge=0, le=100)
-    fb_used_mib: int | None = Field(None, ge=0)
-    fb_total_mib: int | None = Field(None, ge=0)
-    power_w: float | None = Field(None, ge=0)
-    temp_c: int | None = None
+    fb_used_mib: int | None = Field(None, ge=0, le=_MAX_INT)
+    fb_total_mib: int | None = Field(None, ge=0, le=_MAX_INT)
+    power_w: float | None = Field(None, ge=0, le=1_000_000, allow_inf_nan=False)
+    temp_c: int | None = Field(None, ge=-273, le=1000)
     pods: list[PodIn] = Field(default_factory=list, max_length=256)
+
+    @field_validator("ts")
+    @classmethod
+    def _not_ancient(cls, ts: datetime) -> datetime:
+        if ts < _EARLIEST:
+            raise ValueError("must be after 2000-01-01T00:00:00Z")
+        return ts
 
 
 class SamplesIn(_Lenient):

@@ -34,7 +34,7 @@ def extend(
     extra: timedelta,
 ) -> RequestRow:
     """Lengthen an active request's window by ``extra``, or refuse with what is in the way."""
-    req = get_visible(session, who, request_id)
+    req = get_visible(session, who, request_id, for_update=True)
     if req.state != RequestState.ACTIVE.value:
         raise InvalidState(
             f"request {request_id} is {req.state}; only an active one can be extended"

@@ -205,9 +205,17 @@ def _replay(earlier: RequestRow, fingerprint: str) -> Submitted:
     return Submitted(earlier, replayed=True)
 
 
-def get_visible(session: Session, who: Principal, request_id: int) -> RequestRow:
-    """The request, if ``who`` may see it; otherwise :class:`NotFound` (ids do not leak)."""
-    row = session.get(RequestRow, request_id)
+def get_visible(
+    session: Session, who: Principal, request_id: int, *, for_update: bool = False
+) -> RequestRow:
+    """The request, if ``who`` may see it; otherwise :class:`NotFound` (ids do not leak).
+
+    ``for_update`` locks the row until the transaction ends (PostgreSQL; SQLite's write
+    transactions are serialised anyway). Every writer locks the request before its
+    reservations, so a cancel and the cycle's apply queue up instead of deadlocking, and
+    the cycle finds the row changed and leaves it alone.
+    """
+    row = session.get(RequestRow, request_id, with_for_update=for_update)
     if row is None or (not who.is_operator and row.tenant != who.tenant):
         raise NotFound(f"request {request_id} does not exist")
     return row
@@ -296,7 +304,7 @@ def end_active_reservation(session: Session, req: RequestRow, now: datetime, rea
 
 
 def cancel(session: Session, who: Principal, now: datetime, request_id: int) -> RequestRow:
-    row = get_visible(session, who, request_id)
+    row = get_visible(session, who, request_id, for_update=True)
     state = RequestState(row.state)
     if state not in (RequestState.PENDING, RequestState.PLANNED, RequestState.ACTIVE):
         raise InvalidState(
@@ -322,7 +330,7 @@ def complete(
     session: Session, who: Principal, now: datetime, request_id: int, *, detail: str = ""
 ) -> RequestRow:
     """The work finished: the reservation ends now and its GPUs are free at once."""
-    row = get_visible(session, who, request_id)
+    row = get_visible(session, who, request_id, for_update=True)
     if row.state != RequestState.ACTIVE.value:
         raise InvalidState(f"request {request_id} is {row.state}; only an active one can complete")
     end_active_reservation(session, row, now, "completed")
@@ -344,7 +352,7 @@ def fail(
     session: Session, who: Principal, now: datetime, request_id: int, reason: str
 ) -> RequestRow:
     """The work failed (a pod of the request failed): the reservation ends now."""
-    row = get_visible(session, who, request_id)
+    row = get_visible(session, who, request_id, for_update=True)
     if row.state != RequestState.ACTIVE.value:
         raise InvalidState(f"request {request_id} is {row.state}; only an active one can fail")
     end_active_reservation(session, row, now, "failed")
