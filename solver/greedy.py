@@ -38,15 +38,25 @@ from solver.objective import Weights, score, weights_of
 
 
 def greedy_order(problem: Problem, weights: Weights) -> list[Request]:
-    """The principled order: objective weight, then first come first served."""
-    return sorted(problem.requests, key=lambda r: (-weights.value[r.id], r.submitted_at, r.id))
+    """The principled order: promised starts first (earliest first), then objective weight,
+    then first come first served."""
+    return sorted(
+        problem.requests,
+        key=lambda r: (*_promise_key(problem, r), -weights.value[r.id], r.submitted_at, r.id),
+    )
+
+
+def _promise_key(problem: Problem, r: Request) -> tuple[int, int]:
+    promised = problem.promised.get(r.id)
+    return (0, promised) if promised is not None else (1, 0)
 
 
 def packing_order(problem: Problem, weights: Weights) -> list[Request]:
     """Like :func:`greedy_order`, but within equal weight the most GPU-hours first, which
     packs better (small requests backfill around large ones); the CP-SAT planner's second
     list order. A tenant whose budget cannot cover all its requests in a class keeps first
-    come, first served among them (the order decides which get funded), after the others."""
+    come, first served among them (the order decides which get funded), after the others.
+    Promised starts come first, as in :func:`greedy_order`."""
     demand: dict[tuple[str, str], int] = {}
     for r in problem.requests:
         key = (r.tenant, r.gpu_class)
@@ -60,6 +70,7 @@ def packing_order(problem: Problem, weights: Weights) -> list[Request]:
     return sorted(
         problem.requests,
         key=lambda r: (
+            *_promise_key(problem, r),
             -weights.value[r.id],
             0 if short(r) else -r.gpus * r.duration_s,
             r.submitted_at,

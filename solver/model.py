@@ -183,6 +183,9 @@ class Problem:
 
     ``previous`` is the last plan's assignment for requests still waiting, so a planner can
     keep ETAs stable. Reservations must start within ``[now, now + horizon_s)``.
+    ``promised`` maps requests to the latest start this plan may give them (set by
+    :func:`solver.plan` from :mod:`solver.promises`, which also tightens their deadlines); list
+    planners place them first.
     """
 
     now: int
@@ -194,6 +197,7 @@ class Problem:
     horizon_s: int = DEFAULT_HORIZON_S
     resolution_s: int = DEFAULT_RESOLUTION_S
     min_runtime_s: int = DEFAULT_MIN_RUNTIME_S
+    promised: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,8 +96,8 @@ class Weights:
 
 def entitled_requests(problem: Problem) -> frozenset[int]:
     """Requests inside their tenant's guaranteed quota: per tenant and class, in the tenant's
-    own order (priority, then submission), those whose GPUs still fit beside the guaranteed
-    reservations running now and the entitled requests before them."""
+    own order (promised starts, then priority, then submission), those whose GPUs still fit
+    beside the guaranteed reservations running now and the entitled requests before them."""
     running_g: dict[tuple[str, str], int] = {}
     for run in problem.running:
         if run.kind is ReservationKind.GUARANTEED and run.start <= problem.now < run.end:
@@ -105,7 +105,11 @@ def entitled_requests(problem: Problem) -> frozenset[int]:
             running_g[key] = running_g.get(key, 0) + run.gpus
     filled = dict(running_g)
     out: set[int] = set()
-    for req in sorted(problem.requests, key=lambda r: (-r.priority, r.submitted_at, r.id)):
+    def order(r: Request) -> tuple[int, int, int, int]:
+        promised = r.id in problem.promised  # a start promised on guaranteed quota stays so
+        return (0 if promised else 1, -r.priority, r.submitted_at, r.id)
+
+    for req in sorted(problem.requests, key=order):
         tenant = problem.tenants.get(req.tenant)
         quota = tenant.quotas.get(req.gpu_class) if tenant else None
         if quota is None:
