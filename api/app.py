@@ -15,6 +15,7 @@ from api import errors
 from api.deps import AppContext
 from api.limits import BodySizeLimit, RateLimiter
 from api.routers import health, inventory, plan, requests, tenants, usage
+from api.scheduler_process import RemoteScheduler
 from metrics.server import ServerMetrics, mount_metrics
 from scheduler import migrate
 from scheduler.clock import Clock, SystemClock
@@ -59,9 +60,13 @@ def create_app(
     run_cycles: bool = True,
     run_controller: bool | None = None,
     upgrade_db: bool = True,
+    scheduler: RemoteScheduler | None = None,
 ) -> FastAPI:
     """Build the app. ``run_cycles=False`` leaves cycles to the caller (tests, simulator);
-    the controller runs with the cycles unless ``run_controller`` says otherwise."""
+    the controller runs with the cycles unless ``run_controller`` says otherwise. With a
+    ``scheduler`` child, cycles and the controller run there and the app only serves."""
+    if scheduler is not None:
+        run_cycles, run_controller = False, False
     settings = settings or Settings()
     check_settings(settings)
     engine = engine or make_engine(settings.database_url)
@@ -72,7 +77,14 @@ def create_app(
         engine, settings, clock, lease=lease, on_result=server_metrics.observe_cycle
     )
     server_metrics.runner = runner
-    ctx = AppContext(settings=settings, engine=engine, clock=clock, runner=runner)
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        clock=clock,
+        runner=runner if scheduler is None else None,
+        scheduler=scheduler,
+        lease=lease if scheduler is None else LeaderLease(engine, scheduler.identity),
+    )
 
     with_controller = settings.controller and (
         run_cycles if run_controller is None else run_controller
@@ -89,7 +101,8 @@ def create_app(
         try:
             yield
         finally:
-            runner.stop()
+            if run_cycles:
+                runner.stop()
             if controller is not None:
                 controller.stop()
 
@@ -129,7 +142,10 @@ def start_controller(ctx: AppContext) -> Any:
         settings=settings_from_env(dict(os.environ)),
     )
     if not real:
-        mirror_static_nodes(controller.cluster, ctx.engine)
+        try:
+            mirror_static_nodes(controller.cluster, ctx.engine)
+        except Exception:  # the database may be down at start; every cycle mirrors again
+            log.warning("could not read the inventory yet; the simulated cluster starts empty")
 
     def after_cycle(result: object) -> None:
         if not real:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -90,11 +91,22 @@ def register(cli: Cli) -> None:
         in_cluster: Annotated[
             bool, typer.Option("--in-cluster", help="Use the pod's service account.")
         ] = False,
+        scheduler_process: Annotated[
+            bool | None,
+            typer.Option(
+                "--scheduler-process/--single-process",
+                help="Run cycles and the controller in a child process (default: "
+                "GPUPOOL_SCHEDULER_PROCESS, false).",
+            ),
+        ] = None,
     ) -> None:
         """Run the API server, the scheduling cycle and the controller."""
         import uvicorn
 
-        from api.app import ConfigError, create_app
+        from api import scheduler_process as child_process
+        from api.app import ConfigError, check_settings, create_app
+        from scheduler import migrate
+        from scheduler.db import make_engine
         from scheduler.settings import Settings
 
         overrides: dict[str, Any] = {}
@@ -112,6 +124,8 @@ def register(cli: Cli) -> None:
             overrides["kube_context"] = context
         if in_cluster:
             overrides["in_cluster"] = True
+        if scheduler_process is not None:
+            overrides["scheduler_process"] = scheduler_process
         settings = Settings(**overrides)
         try:
             _check_cluster_settings(settings)
@@ -122,16 +136,44 @@ def register(cli: Cli) -> None:
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         try:
-            app = create_app(settings)
+            check_settings(settings)
         except ConfigError as exc:
             typer.echo(f"gpupool: error: {exc}", err=True)
             raise typer.Exit(2) from exc
-        typer.echo(
-            f"gpupool serving on http://{settings.host}:{settings.port}  (API docs: http://{settings.host}:{settings.port}/docs)"
-        )
-        uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
-        )
+        url = f"http://{settings.host}:{settings.port}"
+        if not settings.scheduler_process:
+            app = create_app(settings)
+            typer.echo(f"gpupool serving on {url}  (API docs: {url}/docs)")
+            uvicorn.run(
+                app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
+            )
+            return
+        # The API here, cycles and the controller in a child process (see
+        # api/scheduler_process.py). Migrate first, so the child starts on the current schema.
+        engine = make_engine(settings.database_url)
+        migrate.upgrade(engine)
+        handle = child_process.spawn(settings, log_level)
+        stop = threading.Event()
+        threading.Thread(
+            target=child_process.supervise,
+            args=(handle, settings, log_level, stop),
+            name="gpupool-supervisor",
+            daemon=True,
+        ).start()
+        try:
+            app = create_app(settings, engine=engine, upgrade_db=False, scheduler=handle)
+            typer.echo(f"gpupool serving on {url}  (API docs: {url}/docs)")
+            uvicorn.run(
+                app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
+            )
+        finally:
+            stop.set()
+            process = handle.process
+            if process is not None and process.is_alive():
+                process.terminate()
+                process.join(20)
+                if process.is_alive():
+                    process.kill()
 
     @root.command()
     def demo(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.engine import Engine
@@ -17,9 +18,13 @@ from scheduler.clock import Clock
 from scheduler.db import session_scope
 from scheduler.domain import OPERATOR, Principal, Role
 from scheduler.errors import Forbidden, Unauthorized
+from scheduler.leader import LeaderLease
 from scheduler.runner import CycleRunner
 from scheduler.services import api_keys
 from scheduler.settings import Settings
+
+if TYPE_CHECKING:
+    from api.scheduler_process import RemoteScheduler
 
 
 @dataclass
@@ -31,6 +36,10 @@ class AppContext:
     clock: Clock
     runner: CycleRunner | None = None
     rate_limiter: RateLimiter | None = None
+    #: The scheduler child of ``gpupool serve`` when cycles run in their own process.
+    scheduler: RemoteScheduler | None = None
+    #: This replica's leader lease (its runner's, or its scheduler child's identity).
+    lease: LeaderLease | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
     @contextmanager
@@ -44,9 +53,17 @@ class AppContext:
             yield session
 
     def replan(self, reason: str) -> None:
-        """Ask for a scheduling cycle (debounced); a no-op when cycles run elsewhere."""
+        """Ask for a scheduling cycle (debounced): from the runner in this process, else from
+        the scheduler child and, through the database, from whichever replica leads."""
         if self.runner is not None:
             self.runner.trigger(reason)
+            return
+        if self.scheduler is not None:
+            self.scheduler.trigger()
+            if self.lease is not None:
+                # Best effort: if the database hiccups, the leader's timer still picks it up.
+                with contextlib.suppress(Exception):
+                    self.lease.request_replan()
 
 
 def get_ctx(request: Request) -> AppContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -38,6 +39,7 @@ class ServerProcess:
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a kill reaches its children too
         )
         self.wait_ready()
 
@@ -55,8 +57,15 @@ class ServerProcess:
         raise TimeoutError("server did not become ready")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the server: SIGTERM asks it to shut down (it stops its scheduler child);
+        SIGKILL kills the whole process group at once, scheduler child included, as a
+        crashed machine would."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if sig == signal.SIGKILL:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.send_signal(sig)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:

@@ -262,6 +262,23 @@ class StateCollector(Collector):
             )
 
 
+class RunnerCollector(Collector):
+    """Whether this process leads, and its failed cycles (the scheduler process's share of
+    what StateCollector reports in a single-process server)."""
+
+    def __init__(self, owner: ServerMetrics) -> None:
+        self._owner = owner
+
+    def collect(self) -> Iterator[Metric]:
+        f = _families()
+        runner = self._owner.runner
+        if runner is not None:
+            f["gpupool_leader"].add_metric([], 1.0 if runner.is_leader else 0.0)
+            f["gpupool_cycle_failures"].add_metric([], runner.failures)
+        yield f["gpupool_leader"]
+        yield f["gpupool_cycle_failures"]
+
+
 def _aware(t: datetime) -> datetime:
     """Treat a naive aggregate value as UTC (as every stored time is)."""
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
@@ -277,14 +294,20 @@ class ServerMetrics:
         settings: Settings,
         *,
         registry: CollectorRegistry | None = None,
+        state: bool = True,
     ) -> None:
+        """``state=False`` leaves out the hub's state read from the database: the scheduler
+        process serves only what it alone knows (its cycles), the API process the rest."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.runner: CycleRunner | None = None
         self._engine = engine
         self._since = clock.now()
         self._event_cursor: int | None = None
         r = self.registry
-        self.registry.register(StateCollector(engine, clock, settings, self))
+        if state:
+            self.registry.register(StateCollector(engine, clock, settings, self))
+        else:
+            self.registry.register(RunnerCollector(self))
         self.cycles = Counter(
             "gpupool_cycles", "Scheduling cycles run, by planner and plan status.",
             ["planner", "status"], registry=r,

@@ -44,6 +44,7 @@ class RequestRef:
     planned_start: datetime | None
     planned_end: datetime | None
     first_planned_start: datetime | None
+    promised_start: datetime | None
     reason_code: str | None
     reason_message: str | None
 
@@ -236,7 +237,11 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
             continue
         start, end = from_epoch(a.start), from_epoch(a.end)
         sentence = reasons.planned_sentence(start, end, a.kind.value, now)
-        values = {"planned_start": start, "planned_end": end}
+        values = {
+            "planned_start": start,
+            "planned_end": end,
+            "promised_start": _promise(req.promised_start, start, a.kind),
+        }
         changed = existing is None or existing.assignment != a
         if req.state == RequestState.PENDING.value:
             fresh_ok = lifecycle.transition(
@@ -469,3 +474,14 @@ def next_event(session: Session, now: datetime) -> datetime | None:
     ]
     found = [c for c in candidates if c is not None]
     return min(found) if found else None
+
+
+def _promise(
+    promised: datetime | None, start: datetime, kind: solver.ReservationKind
+) -> datetime | None:
+    """The promise after planning ``start``: a start on guaranteed quota is the new promise
+    (the planner moves one later only when forced); a borrowed start keeps the promise it
+    does not break (it starts earlier) and ends one it does."""
+    if kind is solver.ReservationKind.GUARANTEED:
+        return start
+    return promised if promised is not None and start <= promised else None

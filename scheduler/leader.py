@@ -42,6 +42,7 @@ class LeaseView:
     holder: str
     term: int
     expires_at: datetime | None
+    cycle_running_since: datetime | None = None
 
 
 class LeaderLease:
@@ -131,7 +132,19 @@ class LeaderLease:
             row = session.get(LeaderLeaseRow, LEASE_NAME)
             if row is None:
                 return LeaseView("", 0, None)
-            return LeaseView(row.holder, row.term, row.expires_at)
+            return LeaseView(row.holder, row.term, row.expires_at, row.cycle_running_since)
+
+    def mark_cycle(self, since: datetime | None) -> None:
+        """Record on the lease row that this leader's cycle runs (``since``) or ended."""
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(LeaderLeaseRow)
+                .where(
+                    LeaderLeaseRow.name == LEASE_NAME,  # type: ignore[arg-type]
+                    LeaderLeaseRow.holder == self.identity,  # type: ignore[arg-type]
+                )
+                .values(cycle_running_since=since)
+            )
 
     def request_replan(self, min_interval_s: float = 0.5) -> None:
         """A follower asks the leader for a cycle (at most every ``min_interval_s``)."""

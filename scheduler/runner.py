@@ -78,6 +78,7 @@ class CycleRunner:
             self._last_started_wall = datetime.now(UTC)
             self._last_started_mono = time.monotonic()
             self.running_since = self._last_started_wall
+            self._mark(self.running_since)
             try:
                 if self._plan_fn is None:
                     result = run_cycle(self._engine, self._settings, self._clock, fence=fence)
@@ -91,6 +92,7 @@ class CycleRunner:
                     )
             finally:
                 self.running_since = None
+                self._mark(None)
                 self._last_ended_mono = time.monotonic()
                 self._last_duration_s = self._last_ended_mono - self._last_started_mono
             self.cycles += 1
@@ -102,6 +104,14 @@ class CycleRunner:
             except Exception:  # a listener (metrics, the controller) must not stop cycles
                 log.exception("cycle listener failed")
         return result
+
+    def _mark(self, since: datetime | None) -> None:
+        if self.lease is None or self.lease.term is None:
+            return
+        try:
+            self.lease.mark_cycle(since)
+        except Exception:  # only informational; the cycle goes on
+            log.debug("could not mark the cycle on the lease", exc_info=True)
 
     def add_listener(self, listener: Callable[[CycleResult], None]) -> None:
         """Call ``listener`` with every cycle's result (metrics, waking the controller)."""

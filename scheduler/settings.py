@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     kube_context: str | None = Field(None, description="Context of the kubeconfig to use.")
     in_cluster: bool = Field(False, description="Use the pod's service account (in a cluster).")
     controller: bool = Field(True, description="Run the controller (set false for API-only).")
+    scheduler_process: bool = Field(
+        False,
+        description="gpupool serve: run cycles and the controller in a child process, so "
+        "planning never competes with the API for the interpreter lock (opt-in).",
+    )
+    scheduler_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of the scheduler process's own /metrics."
+    )
 
     # planning
     cycle_interval_s: float = Field(30.0, gt=0, description="Timer between scheduling cycles.")

@@ -93,6 +93,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
             RequestRow.priority,
             RequestRow.preemptible,
             RequestRow.version,
+            RequestRow.promised_start,
         )
         .where(col(RequestRow.state).in_(_WAITING))
         .order_by(col(RequestRow.id))
@@ -233,6 +234,11 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
         requests=tuple(requests),
         running=tuple(running),
         previous={rid: p.assignment for rid, p in planned.items() if rid in waiting_ids},
+        promised={
+            r.id: to_epoch_ceil(r.promised_start)
+            for r in waiting
+            if r.id in waiting_ids and r.promised_start is not None
+        },
         horizon_s=settings.horizon_s,
         resolution_s=settings.resolution_s,
         min_runtime_s=settings.min_runtime_s,

@@ -132,6 +132,9 @@ class RequestRow(SQLModel, table=True):
     planned_start: datetime | None = _utc(nullable=True)
     planned_end: datetime | None = _utc(nullable=True)
     first_planned_start: datetime | None = _utc(nullable=True)
+    # The start promised on guaranteed quota: later plans keep it or start earlier (see
+    # solver/promises.py); kept while an earlier borrowed start is planned, cleared if forced.
+    promised_start: datetime | None = _utc(nullable=True)
     submitted_at: datetime = _utc()
     updated_at: datetime = _utc()
     started_at: datetime | None = _utc(nullable=True)
@@ -279,6 +282,8 @@ class LeaderLeaseRow(SQLModel, table=True):
     renewed_at: datetime | None = _utc(nullable=True)
     expires_at: datetime | None = _utc(nullable=True)
     replan_requested_at: datetime | None = _utc(nullable=True)
+    # Set by the leader while a cycle runs, so any replica can tell (GET /v1/scheduler).
+    cycle_running_since: datetime | None = _utc(nullable=True)
 
 
 class UsageBucketRow(SQLModel, table=True):

@@ -183,9 +183,9 @@ class Problem:
 
     ``previous`` is the last plan's assignment for requests still waiting, so a planner can
     keep ETAs stable. Reservations must start within ``[now, now + horizon_s)``.
-    ``promised`` maps requests to the latest start this plan may give them (set by
-    :func:`solver.plan` from :mod:`solver.promises`, which also tightens their deadlines); list
-    planners place them first.
+    ``promised`` maps requests to starts promised on guaranteed quota by earlier plans (the
+    scheduler stores them); :func:`solver.plan` keeps them (:mod:`solver.promises`: it tightens
+    their deadlines and list planners place them first).
     """
 
     now: int

@@ -105,6 +105,7 @@ def entitled_requests(problem: Problem) -> frozenset[int]:
             running_g[key] = running_g.get(key, 0) + run.gpus
     filled = dict(running_g)
     out: set[int] = set()
+
     def order(r: Request) -> tuple[int, int, int, int]:
         promised = r.id in problem.promised  # a start promised on guaranteed quota stays so
         return (0 if promised else 1, -r.priority, r.submitted_at, r.id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -75,18 +75,29 @@ def audit_log(
 
 @router.get("/scheduler", response_model=SchedulerStatus, summary="Replicas, leader, last cycle")
 def scheduler_status(ctx: Ctx, who: Operator) -> SchedulerStatus:
-    runner = ctx.runner
-    lease = runner.lease if runner else None
+    runner, lease = ctx.runner, ctx.lease
     view = lease.view() if lease else None
     with ctx.read() as s:
         last = s.exec(select(CycleRunRow).order_by(col(CycleRunRow.id).desc()).limit(1)).first()
+    if runner is not None:
+        is_leader, running = runner.is_leader, runner.running_since
+    else:  # cycles run in this replica's scheduler process: the lease row tells
+        now = datetime.now(UTC)
+        is_leader = bool(
+            view
+            and lease
+            and view.holder == lease.identity
+            and view.expires_at
+            and view.expires_at > now
+        )
+        running = view.cycle_running_since if view else None
     return SchedulerStatus(
         replica=lease.identity if lease else "embedded",
-        is_leader=bool(runner and runner.is_leader),
+        is_leader=is_leader,
         leader=view.holder if view else None,
         term=view.term if view else None,
         lease_expires_at=view.expires_at if view else None,
-        cycles_run_here=runner.cycles if runner else 0,
-        cycle_running_since=runner.running_since if runner else None,
+        cycles_run_here=runner.cycles if runner else None,
+        cycle_running_since=running,
         last_cycle=CyclePublic.of(last) if last else None,
     )

@@ -63,7 +63,9 @@ class SchedulerStatus(BaseModel):
     leader: str | None = Field(description="The replica holding the leader lease.")
     term: int | None = Field(description="Grows with every change of leader.")
     lease_expires_at: datetime | None
-    cycles_run_here: int
+    cycles_run_here: int | None = Field(
+        None, description="Cycles this process ran (null when they run in a child process)."
+    )
     cycle_running_since: datetime | None = Field(
         None, description="When the cycle now running on this replica started, if one is."
     )

@@ -5,7 +5,7 @@ MIG-enabled GPU (``mig_instance`` = its GPU instance id). Power and temperature 
 physical GPU, so a MIG instance's sample repeats its GPU's values; do not sum them per
 instance. A MIG instance's ``util_pct`` is its GPM engine activity (Hopper and later), as
 NVML reports no utilisation in MIG mode. The wire format is documented in
-``notes/agent.md``.
+``docs/node-agent.md``.
 """
 
 from __future__ import annotations

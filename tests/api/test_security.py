@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.process import ServerProcess
+from api.process import ServerProcess, wait_for
 from tests.api.helpers import make_pool, make_tenant, ok, submit
 from tests.conftest import OPERATOR_TOKEN
 
@@ -150,10 +150,15 @@ def test_no_secrets_in_logs(tmp_path):
         )
         key = httpx.post(f"{s.url}/v1/tenants/acme/api-keys", json={}, headers=op).json()["token"]
         tenant = {"Authorization": f"Bearer {key}"}
-        httpx.post(
+        rid = httpx.post(
             f"{s.url}/v1/requests",
             json={"gpu_class": "H100-80GB", "gpus": 1, "duration": 60},
             headers=tenant,
+        ).json()["id"]
+        wait_for(
+            lambda: (
+                httpx.get(f"{s.url}/v1/requests/{rid}", headers=tenant).json()["state"] == "active"
+            )
         )
         httpx.get(f"{s.url}/v1/requests", headers={"Authorization": "Bearer gpk_wrong_guess"})
         httpx.get(f"{s.url}/v1/requests", headers={"Authorization": f"Bearer {key}x"})

@@ -61,10 +61,19 @@ def test_the_tenants_own_urgent_request_may_take_the_promised_slot(solve: Solve)
     assert result.assignments[3].start < result.assignments[1].start
 
 
-def test_borrowed_and_past_starts_make_no_promise() -> None:
+def test_borrowed_starts_make_no_promise_and_overdue_ones_mean_now() -> None:
     borrowed = Assignment(1, (("n0", 8),), NOW + H, NOW + 2 * H, ReservationKind.BORROWED)
     assert promised_starts(setup(previous={1: borrowed})) == {}
     past = Assignment(1, (("n0", 8),), NOW - 60, NOW + H, G)
-    assert promised_starts(setup(previous={1: past})) == {}
+    assert promised_starts(setup(previous={1: past})) == {1: NOW}  # overdue: start now
     kept = Assignment(1, (("n0", 8),), NOW + H, NOW + 2 * H, G)
     assert promised_starts(setup(previous={1: kept})) == {1: NOW + H}
+
+
+def test_a_stored_promise_survives_an_earlier_borrowed_plan(solve: Solve) -> None:
+    # The last plan started the request earlier on borrowed GPUs; the scheduler still holds
+    # the guaranteed promise, so the urgent arrival cannot push it past that.
+    borrowed = Assignment(1, (("n0", 8),), NOW + H, NOW + 2 * H, ReservationKind.BORROWED)
+    result = solve(setup(previous={1: borrowed}, promised={1: NOW + H}))
+    assert result.assignments[1].start == NOW + H
+    assert promised_starts(setup(previous={1: borrowed})) == {}
