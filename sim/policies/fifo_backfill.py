@@ -11,6 +11,8 @@ Lifka 1995 and Mu'alem & Feitelson 2001):
   reservation: the earliest time it fits, computed from the running jobs' *requested* end
   times (their wall-time limits, i.e. the reservations' ends), on concrete nodes. That
   reservation is a future assignment of the plan, so the head has a promised start.
+- The reservation's start is rounded up to the planning resolution (Slurm's
+  ``bf_resolution``, 60 s by default).
 - Every later job starts now only if it fits now and does not delay the head: it ends (by its
   requested duration) before the head's start, or it uses only GPUs the head's reservation
   leaves free ("shadow time" and "extra nodes"). Jobs that cannot start are unplaced
@@ -64,8 +66,11 @@ def _earliest(
                 free[n] += g
         a = place(free, req)
         if a is not None and _level_at(tenant_iv, end) + req.gpus <= limit:
-            # Later ends at the same moment free more; placing now is still valid.
-            return end, a
+            # Slurm plans backfill on a time grid (bf_resolution, 60 s by default): the
+            # reservation starts at the first grid step at or after the GPUs free up.
+            step = problem.resolution_s
+            start = problem.now + -(-(end - problem.now) // step) * step
+            return (start, a) if start < horizon_end else None
     return None
 
 
@@ -106,11 +111,10 @@ def _plan_class(
         if not req.preemptible and kind is not ReservationKind.GUARANTEED:
             unplaced[req.id] = Unplaced(req.id, Reason.NOT_PREEMPTIBLE_NO_GUARANTEE)
             continue
-        if pool.used[req.tenant] + req.gpus > limit:
-            unplaced[req.id] = over_limit(req)
-            continue
         end = now + req.duration_s
-        if head is None:
+        if pool.used[req.tenant] + req.gpus > limit:
+            alloc = None  # not now; the head's reservation checks the limit at its start
+        elif head is None:
             alloc = place(pool.free, req)
         else:
             # Backfill: GPUs still held at the head's start must be ones it leaves free.
@@ -130,7 +134,10 @@ def _plan_class(
                     spare[n] -= g
             continue
         if head is not None:
-            unplaced[req.id] = busy(req, "waits behind the queue's head (no backfill hole)")
+            if pool.used[req.tenant] + req.gpus > limit:
+                unplaced[req.id] = over_limit(req)
+            else:
+                unplaced[req.id] = busy(req, "waits behind the queue's head (no backfill hole)")
             continue
         found = _earliest(problem, pool, req, ends, tenant_iv.get(req.tenant, []))
         if found is None:
