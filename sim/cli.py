@@ -71,14 +71,14 @@ def check(opts: Options) -> None:
 class Bar:
     """A one-line progress bar on stderr, redrawn at most a few times a second."""
 
-    def __init__(self, label: str, stream: TextIO = sys.stderr, enabled: bool = True) -> None:
-        self.label, self.stream, self.enabled = label, stream, enabled
+    def __init__(self, label: str, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.label, self.stream, self.enabled = label, stream or sys.stderr, enabled
         self.t0 = time.monotonic()
         self.last = 0.0
 
     def __call__(self, done: int, total: int, sim_s: int) -> None:
         now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.25 and done < total):
+        if not self.enabled or (now - self.last < 1.0 and done < total):
             return
         self.last = now
         frac = done / total if total else 1.0
@@ -104,11 +104,12 @@ def demand(jobs: Sequence[TraceJob], gpus_per_node: int) -> dict[str, float]:
     return out
 
 
-def run(opts: Options, out: TextIO = sys.stdout) -> tuple[list[SimResult], list[dict[str, Any]]]:
+def run(opts: Options, out: TextIO | None = None) -> tuple[list[SimResult], list[dict[str, Any]]]:
     """Run the policies the options name; print the table; write the JSON and plots.
     Raises :class:`UsageError` on bad input."""
     from sim import metrics, report
 
+    out = out or sys.stdout
     check(opts)
     names = policies_of(opts)
     try:
