@@ -153,6 +153,8 @@ def run(opts: Options, out: TextIO | None = None) -> tuple[list[SimResult], list
         f"bounded slowdown with a {metrics.SLOWDOWN_BOUND_S} s bound)",
         file=out,
     )
+    for target, met, numbers in report.targets(rows):
+        print(f"target {'met   ' if met else 'MISSED'}  {target}: {numbers}", file=out)
     if opts.json_out:
         meta = {
             "trace": opts.trace,
@@ -164,6 +166,9 @@ def run(opts: Options, out: TextIO | None = None) -> tuple[list[SimResult], list
             "overestimate": opts.overestimate,
             "solver_time_limit_s": opts.solver_time_limit_s,
         }
+        meta["targets"] = [
+            {"target": t, "met": met, "numbers": n} for t, met, n in report.targets(rows)
+        ]
         report.write_json(opts.json_out, rows, meta)
         print(f"wrote {opts.json_out}", file=out)
     if opts.plot_out:

@@ -68,3 +68,50 @@ def write_json(path: str | Path, rows: Sequence[dict[str, Any]], meta: dict[str,
     doc = {**meta, "policies": list(rows)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def targets(rows: Sequence[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """The issue's targets for the gpupool column against the best baseline: (target, met,
+    the numbers). Empty unless gpupool and at least one baseline were run."""
+    ours = next((r for r in rows if r["policy"] == "gpupool"), None)
+    base = [r for r in rows if r["policy"] != "gpupool"]
+    if ours is None or not base:
+        return []
+    out: list[tuple[str, bool, str]] = []
+    waits = [r for r in base if r.get("mean_wait_s") is not None]
+    if waits and ours.get("mean_wait_s") is not None:
+        best = min(waits, key=lambda r: r["mean_wait_s"])
+        ratio = ours["mean_wait_s"] / best["mean_wait_s"] if best["mean_wait_s"] else float("inf")
+        out.append(
+            (
+                "mean wait <= 0.7 x best baseline",
+                ratio <= 0.7,
+                f"{ours['mean_wait_s']:,.0f} s vs {best['policy']} {best['mean_wait_s']:,.0f} s "
+                f"(x{ratio:.2f})",
+            )
+        )
+    short = ours["guarantee_shortfall_gpu_hours"]
+    out.append(("guarantee shortfall 0", short == 0, f"{short:.1f} GPU-h"))
+    utils = [r for r in base if r.get("utilization") is not None]
+    if utils and ours.get("utilization") is not None:
+        best = max(utils, key=lambda r: r["utilization"])
+        gap = 100 * (best["utilization"] - ours["utilization"])
+        out.append(
+            (
+                "utilisation within 1 point of the best baseline",
+                gap <= 1.0,
+                f"{100 * ours['utilization']:.1f} % vs {best['policy']} "
+                f"{100 * best['utilization']:.1f} %",
+            )
+        )
+    fair = [r for r in base if r.get("jain_fairness") is not None]
+    if fair and ours.get("jain_fairness") is not None:
+        best = max(fair, key=lambda r: r["jain_fairness"])
+        out.append(
+            (
+                "Jain fairness >= the best baseline's",
+                ours["jain_fairness"] >= best["jain_fairness"],
+                f"{ours['jain_fairness']:.3f} vs {best['policy']} {best['jain_fairness']:.3f}",
+            )
+        )
+    return out

@@ -49,3 +49,30 @@ def test_shortfall_counts_only_what_lasts_longer_than_the_tolerance() -> None:
     assert shortfall_gpu_s(times, levels, 1000, 90) == 0
     levels = np.array([0, 3, 3, 0])  # 300 s unserved: 210 s of it count
     assert shortfall_gpu_s(times, levels, 1000, 90) == 3 * 210
+
+
+def test_targets_compare_gpupool_with_the_best_baseline() -> None:
+    from sim.report import targets
+
+    def row(policy: str, wait: float, util: float, jain: float, short: float) -> dict[str, object]:
+        return {
+            "policy": policy,
+            "mean_wait_s": wait,
+            "utilization": util,
+            "jain_fairness": jain,
+            "guarantee_shortfall_gpu_hours": short,
+        }
+
+    rows = [
+        row("gpupool", 600, 0.795, 0.9, 0.0),
+        row("kueue", 1000, 0.80, 0.8, 3.0),
+        row("drf", 900, 0.70, 0.95, 1.0),
+    ]
+    got = {t: met for t, met, _ in targets(rows)}
+    assert got == {
+        "mean wait <= 0.7 x best baseline": True,  # 600 <= 0.7 x 900
+        "guarantee shortfall 0": True,
+        "utilisation within 1 point of the best baseline": True,  # 79.5 vs 80.0
+        "Jain fairness >= the best baseline's": False,  # 0.9 < drf's 0.95
+    }
+    assert targets(rows[1:]) == []
