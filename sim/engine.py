@@ -28,7 +28,6 @@ from datetime import timedelta
 
 from sqlmodel import col, select
 
-import solver
 from k8s.apisim.store import parse_timestamp
 from scheduler.clock import to_epoch
 from scheduler.cycle import PlanFn, run_cycle
@@ -156,9 +155,7 @@ class Simulation:
             gpus_per_node=cfg.gpus_per_node,
             quota=self.quotas,
             settings=settings,
-        )
-        hub.controller.settings = type(hub.controller.settings)(
-            **{**hub.controller.settings.__dict__, "eviction_grace_s": cfg.eviction_grace_s}
+            eviction_grace_s=cfg.eviction_grace_s,
         )
         result = SimResult(self.policy, cfg, dict(self.quotas), self.jobs)
         result.settings = {
@@ -421,6 +418,3 @@ def simulate(
     from sim.policies import policy_fn
 
     return Simulation(trace, config, quotas, policy, policy_fn(policy), progress=progress).run()
-
-
-_ = solver  # the default policy is solver.plan (see sim.policies)

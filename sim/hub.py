@@ -55,6 +55,7 @@ def build_hub(
     quota: Mapping[str, TenantQuota],
     settings: Mapping[str, object],
     weights: Mapping[str, float] | None = None,
+    eviction_grace_s: int = 30,
 ) -> Hub:
     """A migrated database with ``node_count`` nodes of ``gpus_per_node`` GPUs of one class,
     a tenant per entry of ``quota`` and a controller on the simulated cluster."""
@@ -94,6 +95,11 @@ def build_hub(
         port,
         cluster,
         clock.now,
-        ControllerSettings(leader_election=False, create_namespaces=False, write_workers=1),
+        ControllerSettings(
+            leader_election=False,
+            create_namespaces=False,
+            write_workers=1,
+            eviction_grace_s=eviction_grace_s,
+        ),
     )
     return Hub(engine, conf, clock, cluster, controller, workdir, tmp)
