@@ -194,6 +194,62 @@ def register(cli: Cli) -> None:
 
         sys.exit(run_demo(port=port, database=database, keep_serving=keep_serving, speed=speed))
 
+    @root.command()
+    def simulate(
+        trace: Annotated[str, typer.Option(help="Job trace CSV (job_id,tenant,submit_s,...).")],
+        gpus: Annotated[int, typer.Option(help="GPUs in the pool.")],
+        gpus_per_node: Annotated[int, typer.Option(help="GPUs per node.")] = 8,
+        policy: Annotated[
+            str, typer.Option(help="gpupool, fifo-backfill, kueue or drf.")
+        ] = "gpupool",
+        compare: Annotated[
+            str | None, typer.Option(help="Several policies, comma-separated (overrides --policy).")
+        ] = None,
+        quotas: Annotated[
+            str, typer.Option(help="proportional, equal, or a JSON/CSV file of quotas.")
+        ] = "proportional",
+        cycle_s: Annotated[int, typer.Option(help="Cycle boundary in seconds.")] = 60,
+        overestimate: Annotated[
+            float, typer.Option(help="Requested duration = trace duration x this.")
+        ] = 1.0,
+        json_out: Annotated[str | None, typer.Option("--json", help="Write metrics JSON.")] = None,
+        plot: Annotated[
+            str | None, typer.Option(help="Write PNGs: OUT.png (usage), OUT-wait-cdf.png.")
+        ] = None,
+        solver_time_limit: Annotated[
+            float, typer.Option(help="CP-SAT seconds per cycle for the gpupool policy.")
+        ] = 0.2,
+        limit_jobs: Annotated[
+            int | None, typer.Option(help="Replay only the first N jobs of the trace.")
+        ] = None,
+        progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    ) -> None:
+        """Replay a job trace in simulated time through the real cycle and controller, under
+        gpupool's planner or a baseline, and print the metrics table."""
+        from sim.cli import Options, UsageError
+        from sim.cli import run as run_simulation
+
+        opts = Options(
+            trace=trace,
+            gpus=gpus,
+            gpus_per_node=gpus_per_node,
+            policy=policy,
+            compare=compare,
+            quotas=quotas,
+            cycle_s=cycle_s,
+            overestimate=overestimate,
+            json_out=json_out,
+            plot_out=plot,
+            solver_time_limit_s=solver_time_limit,
+            limit_jobs=limit_jobs,
+            progress=progress,
+        )
+        try:
+            run_simulation(opts)
+        except UsageError as exc:
+            typer.echo(f"gpupool simulate: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
     @cli.bench.command("api")
     def bench_api(
         backend: Annotated[str, typer.Option(help="sqlite or postgresql")] = "sqlite",

@@ -39,6 +39,21 @@ from k8s.port import Clock, utc_now
 Obj = dict[str, Any]
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of a JSON-like tree (dicts, lists, scalars); several times faster than
+    ``copy.deepcopy``, which dominated a simulator's profile. Anything else is deep-copied."""
+    if isinstance(obj, dict):
+        return {k: v if type(v) in _ATOMS else clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [v if type(v) in _ATOMS else clone(v) for v in obj]
+    if type(obj) in _ATOMS:
+        return obj
+    return copy.deepcopy(obj)
+
+
 @dataclass(frozen=True)
 class Kind:
     """One resource type the store serves."""
@@ -132,7 +147,7 @@ class Store:
             obj = self._objects[resource].get((namespace, name))
             if obj is None:
                 raise not_found(resource, name)
-            return copy.deepcopy(obj)
+            return clone(obj)
 
     def count(self, resource: str, predicate: Callable[[Obj], bool]) -> tuple[int, int]:
         """(objects matching ``predicate``, all objects) of a resource, read in place without
@@ -151,7 +166,7 @@ class Store:
         labels, fields = label_matcher(label_selector), field_matcher(field_selector)
         with self._cond:
             items = [
-                copy.deepcopy(o)
+                clone(o)
                 for (ns, _), o in sorted(self._objects[resource].items())
                 if (namespace is None or ns == namespace)
                 and labels(o["metadata"].get("labels") or {})
@@ -162,7 +177,7 @@ class Store:
     # -- writes ------------------------------------------------------------------------
     def create(self, resource: str, namespace: str, body: Obj) -> Obj:
         kind = KINDS[resource]
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         meta = obj.setdefault("metadata", {})
         if not meta.get("name"):
             if not meta.get("generateName"):
@@ -221,7 +236,7 @@ class Store:
                 ],
             )
         with self._cond:
-            return self._replace(resource, namespace, name, copy.deepcopy(body))
+            return self._replace(resource, namespace, name, clone(body))
 
     def patch(self, resource: str, namespace: str, name: str, patch_type: str, patch: Any) -> Obj:
         with self._cond:
@@ -236,9 +251,9 @@ class Store:
         the status subresource: only ``status`` may change, with no conflict check."""
         with self._cond:
             current = self._current(resource, namespace, name)
-            new = copy.deepcopy(current)
+            new = clone(current)
             mutate(new)
-            current_copy = copy.deepcopy(current)
+            current_copy = clone(current)
             current_copy["status"] = new.get("status", {})
             if resource == "pods" and new["spec"].get("nodeName") != current["spec"].get(
                 "nodeName"
@@ -341,7 +356,7 @@ class Store:
                 else:
                     kind = ""
                 if kind:
-                    out.append((kind, copy.deepcopy(change.obj), change.rv))
+                    out.append((kind, clone(change.obj), change.rv))
             return out, self._rv
 
     def compact(self) -> None:
@@ -361,7 +376,7 @@ class Store:
     def _commit(self, resource: str, kind: str, obj: Obj, prev: Obj | None) -> Obj:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        stored = copy.deepcopy(obj)
+        stored = clone(obj)
         key = _key(stored)
         if kind == "DELETED":
             self._objects[resource].pop(key, None)
@@ -371,7 +386,7 @@ class Store:
             self._oldest = self._log[0].rv
         self._log.append(Change(self._rv, resource, kind, stored, prev))
         self._cond.notify_all()
-        return copy.deepcopy(stored)
+        return clone(stored)
 
     def _replace(self, resource: str, namespace: str, name: str, new: Obj) -> Obj:
         current = self._current(resource, namespace, name)
@@ -381,7 +396,7 @@ class Store:
             raise conflict(resource, name)
         if resource == "pods":
             # The status subresource owns status; an update of the pod keeps it.
-            new["status"] = copy.deepcopy(current.get("status", {}))
+            new["status"] = clone(current.get("status", {}))
             rules.validate_pod_update(current, new)
         for field in (
             "uid",
@@ -396,11 +411,11 @@ class Store:
             meta["namespace"] = namespace
         new["kind"], new["apiVersion"] = current["kind"], current["apiVersion"]
         if _without_rv(new) == _without_rv(current):
-            return copy.deepcopy(current)  # a no-op write does not bump the version
+            return clone(current)  # a no-op write does not bump the version
         return self._commit(resource, "MODIFIED", new, current)
 
     def _remove(self, resource: str, current: Obj) -> Obj:
-        gone_obj = copy.deepcopy(current)
+        gone_obj = clone(current)
         return self._commit(resource, "DELETED", gone_obj, current)
 
     def _delete_pod(self, pod: Obj, grace_seconds: int | None) -> Obj:
@@ -415,8 +430,8 @@ class Store:
         meta = pod["metadata"]
         deadline = self.clock() + timedelta(seconds=grace)
         if "deletionTimestamp" in meta and parse_timestamp(meta["deletionTimestamp"]) <= deadline:
-            return copy.deepcopy(pod)
-        new = copy.deepcopy(pod)
+            return clone(pod)
+        new = clone(pod)
         new["metadata"]["deletionTimestamp"] = timestamp(deadline)
         new["metadata"]["deletionGracePeriodSeconds"] = grace
         return self._commit("pods", "MODIFIED", new, pod)
