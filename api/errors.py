@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.retry import is_transient
 from scheduler.errors import FieldError, GpupoolError, RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
+        if is_transient(exc):  # still conflicting after the retries of api.retry
+            return problem(
+                503,
+                "unavailable",
+                "Service unavailable",
+                "The change conflicted with concurrent updates; try again.",
+                instance=request.url.path,
+                headers={"Retry-After": "1"},
+            )
         log.warning("database unavailable: %s", exc.orig.__class__.__name__ if exc.orig else exc)
         return problem(
             503,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api.deps import Ctx, Operator, User
+from api.retry import RetryRoute
 from api.routers.params import Cursor, Limit
 from api.schemas.common import PROBLEM_RESPONSES, ClassName, NodeName, Page
 from api.schemas.inventory import (
@@ -18,7 +19,9 @@ from api.schemas.inventory import (
 from scheduler.services import gpu_classes, nodes
 from scheduler.tables import GpuClassRow
 
-router = APIRouter(prefix="/v1", tags=["inventory"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["inventory"], responses=PROBLEM_RESPONSES, route_class=RetryRoute
+)
 
 
 def _class_public(row: GpuClassRow, summary: dict[str, tuple[int, int, int]]) -> GpuClassPublic:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import Ctx, User
+from api.retry import RetryRoute
 from api.routers.params import Cursor, Limit
 from api.schemas.common import PROBLEM_RESPONSES, ClassName, Id, Page, TenantName
 from api.schemas.requests import (
@@ -20,7 +21,9 @@ from api.schemas.requests import (
 from scheduler.domain import RequestState
 from scheduler.services import explain, extend, requests
 
-router = APIRouter(prefix="/v1", tags=["requests"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["requests"], responses=PROBLEM_RESPONSES, route_class=RetryRoute
+)
 
 IdempotencyKey = Annotated[
     str | None,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response, status
 from sqlmodel import Session
 
 from api.deps import Ctx, Operator, User
+from api.retry import RetryRoute
 from api.routers.params import Cursor, Limit
 from api.schemas.common import PROBLEM_RESPONSES, ClassName, Id, Page, TenantName
 from api.schemas.tenants import (
@@ -25,7 +26,9 @@ from scheduler import budget
 from scheduler.services import api_keys, quotas, tenants
 from scheduler.tables import QuotaRow
 
-router = APIRouter(prefix="/v1", tags=["tenants"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["tenants"], responses=PROBLEM_RESPONSES, route_class=RetryRoute
+)
 
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantPublic)
