@@ -377,15 +377,26 @@ def _preempt(session: Session, p: solver.Preemption, now: datetime) -> int:
 def _schedule_reclaims(
     session: Session, later: dict[int, solver.Preemption], now: datetime
 ) -> None:
+    which = (
+        ReservationRow.state == ReservationState.ACTIVE.value,
+        or_(
+            col(ReservationRow.preempt_at).is_not(None),
+            col(ReservationRow.request_id).in_(list(later)),
+        ),
+    )
+    # Their requests first, then the reservations: the order every writer locks them in (a
+    # cancel holds its request and then ends the reservation; the other order deadlocks).
+    request_ids = sorted(set(session.exec(select(ReservationRow.request_id).where(*which))))
+    if request_ids:
+        session.exec(
+            select(RequestRow.id)
+            .where(col(RequestRow.id).in_(request_ids))
+            .order_by(col(RequestRow.id))
+            .with_for_update()
+        ).all()
     rows = session.exec(
         select(ReservationRow)
-        .where(
-            ReservationRow.state == ReservationState.ACTIVE.value,
-            or_(
-                col(ReservationRow.preempt_at).is_not(None),
-                col(ReservationRow.request_id).in_(list(later)),
-            ),
-        )
+        .where(*which)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).all()

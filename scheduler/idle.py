@@ -164,6 +164,14 @@ def _evaluate(
 ) -> Flagged | None:
     """Flag reservation ``rid`` if it is idle on all its nodes; the row lock makes pushes
     from its several nodes decide one at a time, so it is flagged once."""
+    # The request first, then its reservation: the order every writer locks them in (a
+    # cancel holds its request and then ends the reservation; the other order deadlocks).
+    request_id = session.exec(
+        select(ReservationRow.request_id).where(ReservationRow.id == rid)
+    ).first()
+    if request_id is None:
+        return None
+    session.get(RequestRow, request_id, with_for_update=True, populate_existing=True)
     res = session.exec(
         select(ReservationRow)
         .where(ReservationRow.id == rid)
