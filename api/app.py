@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
@@ -94,6 +95,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if upgrade_db:
             migrate.upgrade(engine)
+        # Plain ``def`` endpoints run in this pool; a small one spends less of the interpreter
+        # lock on switching between threads than anyio's default of 40 (see settings).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         controller = start_controller(ctx) if with_controller else None
         if run_cycles:
             runner.start()

@@ -1,8 +1,9 @@
 """``gpupool bench api``: the API under load, against a real server process on loopback.
 
-Three phases, each on a fresh database: a mixed load (tenants submit, poll and cancel),
-a submit burst (submits only, as fast as the server takes them), and a planning run
-(many requests from many tenants on a large pool: how long after the last submit until
+Four phases, each on a fresh database: a mixed load (tenants submit, poll and cancel),
+a submit burst (closed loop: submits only, as fast as the server takes them: its ceiling),
+submits at a fixed rate (open loop: the latency a tenant sees at that rate), and a planning
+run (many requests from many tenants on a large pool: how long after the last submit until
 every request has been planned). Afterwards the database is checked: no acknowledged request
 lost or duplicated, and no node or tenant limit over-committed at any moment.
 """
@@ -23,7 +24,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from api.loadtest import LoadResult, run_load
+from api.loadclient import Connection, LoadClientError
+from api.loadtest import LoadResult, OpStats, run_load
 from api.process import ServerProcess, wait_for
 from scheduler.db import make_engine
 
@@ -126,52 +128,98 @@ def overcommitted(conn: Any) -> list[str]:
     return out
 
 
+async def _submit(
+    conn: Connection, result: LoadResult, tenant: str, headers: dict[str, str], body: dict[str, Any]
+) -> None:
+    """One submit, timed and recorded (599: the connection failed)."""
+    t0 = time.monotonic()
+    try:
+        r = await conn.post("/v1/requests", json=body, headers=headers)
+    except LoadClientError as exc:
+        result.ops["submit"].add(time.monotonic() - t0, 599)
+        result.errors.append(str(exc))
+        return
+    result.ops["submit"].add(time.monotonic() - t0, r.status_code)
+    if r.status_code == 201:
+        result.acknowledged[r.json()["id"]] = tenant
+        result.last_submit_at = time.monotonic()
+    elif r.status_code >= 500:
+        result.errors.append(f"submit -> {r.status_code}: {r.text[:200]}")
+
+
 async def submit_burst(base: str, keys: dict[str, str], seconds: float) -> LoadResult:
-    """Closed loop: every tenant submits back to back for ``seconds``."""
-    from api.loadtest import OpStats
-
+    """Closed loop: every tenant submits back to back for ``seconds`` (the server's ceiling)."""
     result = LoadResult(0.0, {"submit": OpStats()}, {}, set(), [])
-    async with httpx.AsyncClient(
-        base_url=base, timeout=30, limits=httpx.Limits(max_connections=len(keys) + 5)
-    ) as http:
-        start = time.monotonic()
-        stop = start + seconds
+    start = time.monotonic()
+    stop = start + seconds
 
-        async def one(name: str, key: str) -> None:
-            headers = {"Authorization": f"Bearer {key}"}
-            n = 0
+    async def one(name: str, key: str) -> None:
+        headers = {"Authorization": f"Bearer {key}"}
+        conn = Connection(base)
+        n = 0
+        try:
             while time.monotonic() < stop:
                 n += 1
                 body = {"gpu_class": GPU_CLASS, "gpus": 1, "duration": 3600, "name": f"{name}-b{n}"}
-                t0 = time.monotonic()
-                r = await http.post("/v1/requests", json=body, headers=headers)
-                result.ops["submit"].add(time.monotonic() - t0, r.status_code)
-                if r.status_code == 201:
-                    result.acknowledged[r.json()["id"]] = name
-                    result.last_submit_at = time.monotonic()
+                await _submit(conn, result, name, headers, body)
+        finally:
+            await conn.close()
 
-        await asyncio.gather(*(one(n, k) for n, k in keys.items()))
-        result.duration_s = time.monotonic() - start
+    await asyncio.gather(*(one(n, k) for n, k in keys.items()))
+    result.duration_s = time.monotonic() - start
+    return result
+
+
+async def submit_rate(base: str, keys: dict[str, str], rate: float, seconds: float) -> LoadResult:
+    """Open loop: submits arrive at ``rate`` per second, round-robin over the tenants, whether
+    or not earlier ones have been answered. Latency counts from the moment a submit was due,
+    so a server that falls behind shows it (no coordinated omission)."""
+    result = LoadResult(0.0, {"submit": OpStats()}, {}, set(), [])
+    names = sorted(keys)
+    idle: list[Connection] = []
+    pending: set[asyncio.Task[None]] = set()
+    start = time.monotonic()
+    total = int(rate * seconds)
+
+    async def one(i: int, due: float) -> None:
+        name = names[i % len(names)]
+        conn = idle.pop() if idle else Connection(base)
+        body = {"gpu_class": GPU_CLASS, "gpus": 1, "duration": 3600, "name": f"{name}-r{i}"}
+        headers = {"Authorization": f"Bearer {keys[name]}"}
+        sent = time.monotonic()
+        await _submit(conn, result, name, headers, body)
+        # Count from when it was due, not from when this client got round to sending it.
+        result.ops["submit"].latencies_s[-1] += sent - due
+        idle.append(conn)
+
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(i, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    result.duration_s = time.monotonic() - start
+    await asyncio.gather(*(c.close() for c in idle))
     return result
 
 
 async def submit_many(base: str, keys: dict[str, str], total: int, seed: int) -> LoadResult:
     """``total`` requests spread over the tenants, sent as fast as the server takes them."""
-    from api.loadtest import OpStats
-
     rng = random.Random(seed)
     result = LoadResult(0.0, {"submit": OpStats()}, {}, set(), [])
     names = sorted(keys)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
-    async with httpx.AsyncClient(
-        base_url=base, timeout=60, limits=httpx.Limits(max_connections=len(keys) + 5)
-    ) as http:
-        start = time.monotonic()
+    start = time.monotonic()
 
-        async def worker(name: str) -> None:
-            headers = {"Authorization": f"Bearer {keys[name]}"}
+    async def worker(name: str) -> None:
+        headers = {"Authorization": f"Bearer {keys[name]}"}
+        conn = Connection(base, timeout=60)
+        try:
             while True:
                 try:
                     i = queue.get_nowait()
@@ -186,15 +234,12 @@ async def submit_many(base: str, keys: dict[str, str], total: int, seed: int) ->
                 }
                 if gpus > 8:
                     body["gpus_per_node"] = 8
-                t0 = time.monotonic()
-                r = await http.post("/v1/requests", json=body, headers=headers)
-                result.ops["submit"].add(time.monotonic() - t0, r.status_code)
-                if r.status_code == 201:
-                    result.acknowledged[r.json()["id"]] = name
-                    result.last_submit_at = time.monotonic()
+                await _submit(conn, result, name, headers, body)
+        finally:
+            await conn.close()
 
-        await asyncio.gather(*(worker(n) for n in names))
-        result.duration_s = time.monotonic() - start
+    await asyncio.gather(*(worker(n) for n in names))
+    result.duration_s = time.monotonic() - start
     return result
 
 
@@ -231,17 +276,21 @@ def run(
     seconds: float,
     burst_seconds: float,
     gpus: int,
+    rate: float = 0.0,
+    rate_seconds: float = 20.0,
+    workers: int = 1,
     plan_requests: int,
     plan_tenants: int,
     log_dir: Path | None = None,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"backend": backend}
+    out: dict[str, Any] = {"backend": backend, "workers": workers}
+    env = {"GPUPOOL_API_WORKERS": str(workers)}
     with TemporaryDirectory() as tmp:
         work = Path(tmp)
         logs = log_dir or work
         with (
             fresh_database(backend, pg_admin_url, work) as url,
-            ServerProcess(url, TOKEN, logs / "mixed.log") as server,
+            ServerProcess(url, TOKEN, logs / "mixed.log", **env) as server,
         ):
             keys = set_up_hub(server.url, gpus, tenants)
             result = asyncio.run(run_load(server.url, keys, seconds=seconds))
@@ -249,15 +298,25 @@ def run(
             out["mixed"]["errors"] = result.errors[:5]
         with (
             fresh_database(backend, pg_admin_url, work) as url,
-            ServerProcess(url, TOKEN, logs / "burst.log") as server,
+            ServerProcess(url, TOKEN, logs / "burst.log", **env) as server,
         ):
             keys = set_up_hub(server.url, gpus, tenants)
             result = asyncio.run(submit_burst(server.url, keys, burst_seconds))
             out["burst"] = result.summary() | check_database(url, result)
+        if rate:
+            with (
+                fresh_database(backend, pg_admin_url, work) as url,
+                ServerProcess(url, TOKEN, logs / "rate.log", **env) as server,
+            ):
+                keys = set_up_hub(server.url, gpus, tenants)
+                result = asyncio.run(submit_rate(server.url, keys, rate, rate_seconds))
+                out["rate"] = (
+                    result.summary() | {"offered_per_s": rate} | check_database(url, result)
+                )
         if plan_requests:
             with (
                 fresh_database(backend, pg_admin_url, work) as url,
-                ServerProcess(url, TOKEN, logs / "plan.log") as server,
+                ServerProcess(url, TOKEN, logs / "plan.log", **env) as server,
             ):
                 keys = set_up_hub(server.url, gpus, plan_tenants)
                 result = asyncio.run(submit_many(server.url, keys, plan_requests, seed=1))
@@ -279,8 +338,8 @@ def run(
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print(f"backend: {report['backend']}")
-    for phase in ("mixed", "burst", "plan"):
+    print(f"backend: {report['backend']}, API processes: {report['workers']}")
+    for phase in ("mixed", "burst", "rate", "plan"):
         if phase not in report:
             continue
         r = report[phase]
@@ -292,6 +351,8 @@ def print_table(report: dict[str, Any]) -> None:
             f"5xx {r['server_errors']}  lost {r['lost']}  dup {r['duplicated']}  "
             f"overcommit {len(r['overcommitted'])}"
         )
+        if phase == "rate":
+            line += f"  (offered {r['offered_per_s']:.0f}/s)"
         if phase == "plan":
             line += f"  all planned {r['all_planned_after_last_submit_s']} s after the last submit"
         print(line)

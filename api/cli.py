@@ -99,12 +99,22 @@ def register(cli: Cli) -> None:
                 "GPUPOOL_SCHEDULER_PROCESS, false).",
             ),
         ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                max=64,
+                help="API processes sharing the port (default: GPUPOOL_API_WORKERS, 1); "
+                "above 1 implies --scheduler-process.",
+            ),
+        ] = None,
     ) -> None:
         """Run the API server, the scheduling cycle and the controller."""
         import uvicorn
 
         from api import scheduler_process as child_process
         from api.app import ConfigError, check_settings, create_app
+        from api.workers import ApiWorkers, listening_socket, serve_on
         from scheduler import migrate
         from scheduler.db import make_engine
         from scheduler.settings import Settings
@@ -126,7 +136,19 @@ def register(cli: Cli) -> None:
             overrides["in_cluster"] = True
         if scheduler_process is not None:
             overrides["scheduler_process"] = scheduler_process
+        if workers is not None:
+            overrides["api_workers"] = workers
         settings = Settings(**overrides)
+        if settings.api_workers > 1:
+            if scheduler_process is False:
+                typer.echo(
+                    "gpupool: error: --workers above 1 needs the scheduler process "
+                    "(one controller and one cycle loop for all API processes); "
+                    "drop --single-process",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            settings = settings.model_copy(update={"scheduler_process": True})
         try:
             _check_cluster_settings(settings)
         except ValueError as exc:
@@ -160,14 +182,39 @@ def register(cli: Cli) -> None:
             name="gpupool-supervisor",
             daemon=True,
         ).start()
+        extra: ApiWorkers | None = None
         try:
             app = create_app(settings, engine=engine, upgrade_db=False, scheduler=handle)
-            typer.echo(f"gpupool serving on {url}  (API docs: {url}/docs)")
-            uvicorn.run(
-                app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
-            )
+            if settings.api_workers == 1:
+                typer.echo(f"gpupool serving on {url}  (API docs: {url}/docs)")
+                uvicorn.run(
+                    app,
+                    host=settings.host,
+                    port=settings.port,
+                    log_level=log_level,
+                    access_log=False,
+                )
+            else:
+                try:
+                    sock = listening_socket(settings.host, settings.port)
+                except OSError as exc:
+                    typer.echo(f"gpupool: error: cannot listen on {url}: {exc}", err=True)
+                    raise typer.Exit(2) from exc
+                extra = ApiWorkers(
+                    settings.api_workers - 1, settings, handle.identity, handle.wake, log_level
+                )
+                threading.Thread(
+                    target=extra.supervise, args=(stop,), name="gpupool-api-supervisor", daemon=True
+                ).start()
+                typer.echo(
+                    f"gpupool serving on {url} with {settings.api_workers} API processes  "
+                    f"(API docs: {url}/docs)"
+                )
+                serve_on(app, sock, log_level)
         finally:
             stop.set()
+            if extra is not None:
+                extra.stop()
             process = handle.process
             if process is not None and process.is_alive():
                 process.terminate()
@@ -259,6 +306,13 @@ def register(cli: Cli) -> None:
         tenants: Annotated[int, typer.Option(help="Concurrent tenants (mixed, burst).")] = 50,
         seconds: Annotated[float, typer.Option(help="Length of the mixed load.")] = 60.0,
         burst_seconds: Annotated[float, typer.Option(help="Length of the submit burst.")] = 20.0,
+        rate: Annotated[
+            float, typer.Option(min=0, help="Submits per second of the open-loop phase (0: skip).")
+        ] = 300.0,
+        rate_seconds: Annotated[float, typer.Option(help="Length of the open-loop phase.")] = 20.0,
+        workers: Annotated[
+            int, typer.Option(min=1, max=64, help="API processes of the server (serve --workers).")
+        ] = 1,
         gpus: Annotated[int, typer.Option(help="Pool size (8-GPU nodes).")] = 1024,
         plan_requests: Annotated[int, typer.Option(help="Requests of the planning run.")] = 15000,
         plan_tenants: Annotated[int, typer.Option(help="Tenants of the planning run.")] = 30,
@@ -266,8 +320,8 @@ def register(cli: Cli) -> None:
             str | None, typer.Option("--json", help="Write the report here.")
         ] = None,
     ) -> None:
-        """The API under load against a real server process: throughput, latency, and how
-        soon 15,000 requests are all planned."""
+        """The API under load against a real server process: throughput, latency at a fixed
+        submit rate, and how soon 15,000 requests are all planned."""
         import json as json_module
 
         from api import bench
@@ -280,6 +334,9 @@ def register(cli: Cli) -> None:
             tenants=tenants,
             seconds=seconds,
             burst_seconds=burst_seconds,
+            rate=rate,
+            rate_seconds=rate_seconds,
+            workers=workers,
             gpus=gpus,
             plan_requests=plan_requests,
             plan_tenants=plan_tenants,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.limits import RateLimiter
 from scheduler.clock import Clock
@@ -66,7 +67,11 @@ class AppContext:
                     self.lease.request_replan()
 
 
-def get_ctx(request: Request) -> AppContext:
+# The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency
+# in the thread pool, and each such hop costs more than the check itself.
+
+
+async def get_ctx(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -83,7 +88,7 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-def authenticate(
+async def authenticate(
     ctx: Ctx,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
@@ -94,30 +99,34 @@ def authenticate(
     agent = ctx.settings.agent_token.get_secret_value()
     if agent and hmac.compare_digest(token.encode(), agent.encode()):
         return Principal(Role.AGENT)
-    with ctx.read() as session:
-        who = api_keys.authenticate(session, token)
+    who = await run_in_threadpool(_tenant_key, ctx, token)
     if ctx.rate_limiter is not None:
         ctx.rate_limiter.check(f"key:{who.key_id}")
     return who
 
 
+def _tenant_key(ctx: AppContext, token: str) -> Principal:
+    with ctx.read() as session:
+        return api_keys.authenticate(session, token)
+
+
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
-def require_operator(who: Caller) -> Principal:
+async def require_operator(who: Caller) -> Principal:
     if not who.is_operator:
         raise Forbidden("this endpoint is for the hub operator")
     return who
 
 
-def require_user(who: Caller) -> Principal:
+async def require_user(who: Caller) -> Principal:
     """Tenants and the operator (not node agents)."""
     if who.role is Role.AGENT:
         raise Forbidden("node agent tokens may only push usage samples")
     return who
 
 
-def require_agent(who: Caller) -> Principal:
+async def require_agent(who: Caller) -> Principal:
     if who.role not in (Role.AGENT, Role.OPERATOR):
         raise Forbidden("this endpoint is for node agents")
     return who

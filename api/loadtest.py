@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from api.loadclient import Connection, LoadClientError
 
 
 @dataclass
@@ -67,7 +67,7 @@ class LoadResult:
 
 
 async def _tenant(
-    http: httpx.AsyncClient,
+    http: Connection,
     name: str,
     key: str,
     result: LoadResult,
@@ -112,9 +112,9 @@ async def _tenant(
             result.ops[op].add(time.monotonic() - t0, r.status_code)
             if r.status_code >= 500:
                 result.errors.append(f"{op} -> {r.status_code}: {r.text[:200]}")
-        except httpx.HTTPError as exc:
+        except LoadClientError as exc:
             result.ops[op].add(time.monotonic() - t0, 599)
-            result.errors.append(f"{op} -> {exc.__class__.__name__}")
+            result.errors.append(f"{op} -> {exc}")
         if think_s:
             await asyncio.sleep(rng.uniform(0, 2 * think_s))
 
@@ -128,26 +128,29 @@ async def run_load(
     seed: int = 0,
     think_s: float = 0.0,
 ) -> LoadResult:
-    """Every tenant of ``keys`` runs its own loop for ``seconds``."""
+    """Every tenant of ``keys`` runs its own loop for ``seconds``, on its own connection."""
     result = LoadResult(0.0, defaultdict(OpStats), {}, set(), [])
-    limits = httpx.Limits(max_connections=len(keys) + 10, max_keepalive_connections=len(keys) + 10)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
-        start = time.monotonic()
-        stop_at = start + seconds
+    names = sorted(keys)
+    conns = [Connection(base_url) for _ in names]
+    start = time.monotonic()
+    stop_at = start + seconds
+    try:
         await asyncio.gather(
             *(
                 _tenant(
-                    http,
+                    conn,
                     name,
-                    key,
+                    keys[name],
                     result,
                     stop_at,
                     random.Random(seed * 1000 + i),
                     gpu_class,
                     think_s,
                 )
-                for i, (name, key) in enumerate(sorted(keys.items()))
+                for i, (name, conn) in enumerate(zip(names, conns, strict=True))
             )
         )
-        result.duration_s = time.monotonic() - start
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
+    result.duration_s = time.monotonic() - start
     return result

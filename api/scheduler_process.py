@@ -90,10 +90,11 @@ def run(
     engine.dispose()
 
 
-def spawn(settings: Settings, log_level: str) -> RemoteScheduler:
-    """Start the scheduler child and return the API's handle on it."""
+def spawn(settings: Settings, log_level: str, wake: EventType | None = None) -> RemoteScheduler:
+    """Start the scheduler child and return the API's handle on it. A restarted child keeps
+    the ``wake`` event of the one it replaces: the API processes hold that one."""
     context = multiprocessing.get_context("spawn")
-    handle = RemoteScheduler(identity=replica_identity(), wake=context.Event())
+    handle = RemoteScheduler(identity=replica_identity(), wake=wake or context.Event())
     handle.process = context.Process(
         target=run,
         args=(settings, handle.identity, handle.wake, os.getpid(), log_level),
@@ -117,7 +118,7 @@ def supervise(
         )
         if stop.wait(pause):
             return
-        fresh = spawn(settings, log_level)
-        handle.process, handle.wake = fresh.process, fresh.wake
+        fresh = spawn(settings, log_level, handle.wake)
+        handle.process = fresh.process
         handle.identity = fresh.identity
         pause = min(pause * 2, 60.0)

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         description="gpupool serve: run cycles and the controller in a child process, so "
         "planning never competes with the API for the interpreter lock (opt-in).",
     )
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="gpupool serve: API processes sharing the port; above 1 the cycles and "
+        "the controller run in the scheduler process.",
+    )
     scheduler_metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Port of the scheduler process's own /metrics."
     )
@@ -76,6 +83,13 @@ class Settings(BaseSettings):
     # requests
     max_duration_s: int = Field(
         14 * 24 * 3600, gt=0, description="Longest duration a request may ask for."
+    )
+    api_threads: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Threads of a server process that run request handlers (database work). "
+        "More let more requests wait on locks at once; fewer cost less switching.",
     )
     page_size_max: int = Field(500, ge=1)
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")

@@ -1,0 +1,122 @@
+"""More than one API process on one port: ``gpupool serve --workers N``.
+
+One Python process answers requests on one core at most (the interpreter lock). With
+``--workers N`` the server runs N API processes that share the listening port through
+``SO_REUSEPORT`` (the kernel spreads connections over them) and one scheduler child that runs
+the cycles and the controller (:mod:`api.scheduler_process`). Every API process wakes the
+scheduler through the same shared event, and through the database as any replica does.
+
+The first API process is ``gpupool serve`` itself; it starts the others and the scheduler,
+restarts any that die, and stops them all when it stops. The others exit when it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from multiprocessing.synchronize import Event as EventType
+from typing import Any
+
+from scheduler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket that other processes may bind to the same port."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("--workers above 1 needs SO_REUSEPORT, which this platform lacks")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_on(app: Any, sock: socket.socket, log_level: str) -> None:
+    """Run uvicorn on an already bound socket until it is told to stop."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _worker(
+    settings: Settings,
+    identity: str,
+    wake: EventType,
+    parent_pid: int,
+    log_level: str,
+) -> None:
+    """An extra API process: the app without cycles or controller, on the shared port."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from api.app import create_app
+    from api.scheduler_process import RemoteScheduler
+
+    def watch_parent() -> None:
+        # The first API process is gone (killed, crashed): stop as uvicorn stops on SIGTERM.
+        while os.getppid() == parent_pid:
+            threading.Event().wait(0.5)
+        log.warning("the server process died; API worker %s stops", os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="gpupool-parent-watch", daemon=True).start()
+    app = create_app(
+        settings, upgrade_db=False, scheduler=RemoteScheduler(identity=identity, wake=wake)
+    )
+    serve_on(app, listening_socket(settings.host, settings.port), log_level)
+
+
+class ApiWorkers:
+    """The extra API processes of one server: started, restarted when they die, stopped."""
+
+    def __init__(
+        self, count: int, settings: Settings, identity: str, wake: EventType, log_level: str
+    ) -> None:
+        self._args = (settings, identity, wake, os.getpid(), log_level)
+        self._context = multiprocessing.get_context("spawn")
+        self.processes: list[Any] = [self._start(i) for i in range(count)]
+
+    def _start(self, index: int) -> Any:
+        process = self._context.Process(
+            target=_worker, args=self._args, name=f"gpupool-api-{index + 2}"
+        )
+        process.start()
+        return process
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Restart an API process that died while the server runs (with a growing pause)."""
+        pause = 1.0
+        while not stop.wait(1.0):
+            for i, process in enumerate(self.processes):
+                if process.is_alive():
+                    continue
+                log.error(
+                    "API process %s exited with %s; restarting it in %.0f s",
+                    process.pid,
+                    process.exitcode,
+                    pause,
+                )
+                if stop.wait(pause):
+                    return
+                self.processes[i] = self._start(i)
+                pause = min(pause * 2, 60.0)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
