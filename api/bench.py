@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from api.loadclient import Connection, LoadClientError
-from api.loadtest import LoadResult, OpStats, run_load
+from api.loadtest import NO_ANSWER, LoadResult, OpStats, run_load
 from api.process import ServerProcess, wait_for
 from scheduler.db import make_engine
 
@@ -131,12 +131,12 @@ def overcommitted(conn: Any) -> list[str]:
 async def _submit(
     conn: Connection, result: LoadResult, tenant: str, headers: dict[str, str], body: dict[str, Any]
 ) -> None:
-    """One submit, timed and recorded (599: the connection failed)."""
+    """One submit, timed and recorded (NO_ANSWER: the connection failed or timed out)."""
     t0 = time.monotonic()
     try:
         r = await conn.post("/v1/requests", json=body, headers=headers)
     except LoadClientError as exc:
-        result.ops["submit"].add(time.monotonic() - t0, 599)
+        result.ops["submit"].add(time.monotonic() - t0, NO_ANSWER)
         result.errors.append(str(exc))
         return
     result.ops["submit"].add(time.monotonic() - t0, r.status_code)
@@ -288,21 +288,23 @@ def run(
     with TemporaryDirectory() as tmp:
         work = Path(tmp)
         logs = log_dir or work
-        with (
-            fresh_database(backend, pg_admin_url, work) as url,
-            ServerProcess(url, TOKEN, logs / "mixed.log", **env) as server,
-        ):
-            keys = set_up_hub(server.url, gpus, tenants)
-            result = asyncio.run(run_load(server.url, keys, seconds=seconds))
-            out["mixed"] = result.summary() | check_database(url, result)
-            out["mixed"]["errors"] = result.errors[:5]
-        with (
-            fresh_database(backend, pg_admin_url, work) as url,
-            ServerProcess(url, TOKEN, logs / "burst.log", **env) as server,
-        ):
-            keys = set_up_hub(server.url, gpus, tenants)
-            result = asyncio.run(submit_burst(server.url, keys, burst_seconds))
-            out["burst"] = result.summary() | check_database(url, result)
+        if seconds > 0:
+            with (
+                fresh_database(backend, pg_admin_url, work) as url,
+                ServerProcess(url, TOKEN, logs / "mixed.log", **env) as server,
+            ):
+                keys = set_up_hub(server.url, gpus, tenants)
+                result = asyncio.run(run_load(server.url, keys, seconds=seconds))
+                out["mixed"] = result.summary() | check_database(url, result)
+                out["mixed"]["errors"] = result.errors[:5]
+        if burst_seconds > 0:
+            with (
+                fresh_database(backend, pg_admin_url, work) as url,
+                ServerProcess(url, TOKEN, logs / "burst.log", **env) as server,
+            ):
+                keys = set_up_hub(server.url, gpus, tenants)
+                result = asyncio.run(submit_burst(server.url, keys, burst_seconds))
+                out["burst"] = result.summary() | check_database(url, result)
         if rate:
             with (
                 fresh_database(backend, pg_admin_url, work) as url,
@@ -348,7 +350,8 @@ def print_table(report: dict[str, Any]) -> None:
             f"  {phase:<6} {r['throughput_rps']:>7.1f} req/s  "
             f"submits {sub.get('rate_per_s', 0):>6.1f}/s "
             f"p50 {sub.get('p50_ms', 0):>6.1f} ms  p99 {sub.get('p99_ms', 0):>7.1f} ms  "
-            f"5xx {r['server_errors']}  lost {r['lost']}  dup {r['duplicated']}  "
+            f"5xx {r['server_errors']}  no answer {r['unanswered']}  "
+            f"lost {r['lost']}  dup {r['duplicated']}  "
             f"overcommit {len(r['overcommitted'])}"
         )
         if phase == "rate":

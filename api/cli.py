@@ -304,8 +304,12 @@ def register(cli: Cli) -> None:
             str, typer.Option(help="Admin URL; a fresh database is created per phase.")
         ] = "postgresql://postgres@127.0.0.1:5432/postgres",
         tenants: Annotated[int, typer.Option(help="Concurrent tenants (mixed, burst).")] = 50,
-        seconds: Annotated[float, typer.Option(help="Length of the mixed load.")] = 60.0,
-        burst_seconds: Annotated[float, typer.Option(help="Length of the submit burst.")] = 20.0,
+        seconds: Annotated[
+            float, typer.Option(min=0, help="Length of the mixed load (0: skip).")
+        ] = 60.0,
+        burst_seconds: Annotated[
+            float, typer.Option(min=0, help="Length of the submit burst (0: skip).")
+        ] = 20.0,
         rate: Annotated[
             float, typer.Option(min=0, help="Submits per second of the open-loop phase (0: skip).")
         ] = 300.0,
@@ -314,7 +318,9 @@ def register(cli: Cli) -> None:
             int, typer.Option(min=1, max=64, help="API processes of the server (serve --workers).")
         ] = 1,
         gpus: Annotated[int, typer.Option(help="Pool size (8-GPU nodes).")] = 1024,
-        plan_requests: Annotated[int, typer.Option(help="Requests of the planning run.")] = 15000,
+        plan_requests: Annotated[
+            int, typer.Option(min=0, help="Requests of the planning run (0: skip).")
+        ] = 15000,
         plan_tenants: Annotated[int, typer.Option(help="Tenants of the planning run.")] = 30,
         json_out: Annotated[
             str | None, typer.Option("--json", help="Write the report here.")

@@ -17,6 +17,9 @@ from typing import Any
 
 from api.loadclient import Connection, LoadClientError
 
+#: The status recorded for a request that got no answer at all.
+NO_ANSWER = 599
+
 
 @dataclass
 class OpStats:
@@ -45,7 +48,15 @@ class LoadResult:
 
     @property
     def server_errors(self) -> int:
-        return sum(n for s in self.ops.values() for code, n in s.codes.items() if code >= 500)
+        """Answers with a 5xx status."""
+        return sum(
+            n for s in self.ops.values() for code, n in s.codes.items() if 500 <= code < NO_ANSWER
+        )
+
+    @property
+    def unanswered(self) -> int:
+        """Requests that got no answer (connection failed, or no response within the timeout)."""
+        return sum(s.codes.get(NO_ANSWER, 0) for s in self.ops.values())
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"duration_s": round(self.duration_s, 2)}
@@ -62,6 +73,7 @@ class LoadResult:
                 "codes": dict(sorted(s.codes.items())),
             }
         out["server_errors"] = self.server_errors
+        out["unanswered"] = self.unanswered
         out["acknowledged"] = len(self.acknowledged)
         return out
 
@@ -113,7 +125,7 @@ async def _tenant(
             if r.status_code >= 500:
                 result.errors.append(f"{op} -> {r.status_code}: {r.text[:200]}")
         except LoadClientError as exc:
-            result.ops[op].add(time.monotonic() - t0, 599)
+            result.ops[op].add(time.monotonic() - t0, NO_ANSWER)
             result.errors.append(f"{op} -> {exc}")
         if think_s:
             await asyncio.sleep(rng.uniform(0, 2 * think_s))
