@@ -1,5 +1,6 @@
 """SIGKILL the server while it plans under load, restart it: nothing acknowledged is lost,
-nothing is double-booked, and the next plan is valid."""
+nothing is double-booked, and the next plan is valid. Once with cycles in the one server
+process, once with two API processes and the scheduler child (``serve --workers 2``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from api.bench import TOKEN, overcommitted, set_up_hub
 from api.loadtest import run_load
@@ -36,9 +38,11 @@ def _load(url: str, keys: dict[str, str], seed: int, holder: dict[str, object]) 
     holder["result"] = asyncio.run(run_load(url, keys, seconds=6, seed=seed))
 
 
-def test_kill_mid_cycle_under_load_and_restart(db_url, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-api-processes"])
+def test_kill_mid_cycle_under_load_and_restart(db_url, tmp_path, workers):
     rng = random.Random(3)
     env = {
+        "GPUPOOL_API_WORKERS": str(workers),
         "GPUPOOL_CYCLE_MIN_GAP_S": "0",
         "GPUPOOL_CYCLE_DEBOUNCE_S": "0.05",
         "GPUPOOL_SOLVER_TIME_LIMIT_S": "0.5",
