@@ -129,10 +129,16 @@ def overcommitted(conn: Any) -> list[str]:
 
 
 async def _submit(
-    conn: Connection, result: LoadResult, tenant: str, headers: dict[str, str], body: dict[str, Any]
+    conn: Connection,
+    result: LoadResult,
+    tenant: str,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    since: float | None = None,
 ) -> None:
-    """One submit, timed and recorded (NO_ANSWER: the connection failed or timed out)."""
-    t0 = time.monotonic()
+    """One submit, timed from ``since`` (default: now) and recorded (NO_ANSWER: the
+    connection failed or timed out)."""
+    t0 = time.monotonic() if since is None else since
     try:
         r = await conn.post("/v1/requests", json=body, headers=headers)
     except LoadClientError as exc:
@@ -186,10 +192,8 @@ async def submit_rate(base: str, keys: dict[str, str], rate: float, seconds: flo
         conn = idle.pop() if idle else Connection(base)
         body = {"gpu_class": GPU_CLASS, "gpus": 1, "duration": 3600, "name": f"{name}-r{i}"}
         headers = {"Authorization": f"Bearer {keys[name]}"}
-        sent = time.monotonic()
-        await _submit(conn, result, name, headers, body)
-        # Count from when it was due, not from when this client got round to sending it.
-        result.ops["submit"].latencies_s[-1] += sent - due
+        # Timed from when it was due, not from when this client got round to sending it.
+        await _submit(conn, result, name, headers, body, since=due)
         idle.append(conn)
 
     for i in range(total):

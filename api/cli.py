@@ -110,8 +110,6 @@ def register(cli: Cli) -> None:
         ] = None,
     ) -> None:
         """Run the API server, the scheduling cycle and the controller."""
-        import uvicorn
-
         from api import scheduler_process as child_process
         from api.app import ConfigError, check_settings, create_app
         from api.workers import ApiWorkers, listening_socket, serve_on
@@ -163,12 +161,15 @@ def register(cli: Cli) -> None:
             typer.echo(f"gpupool: error: {exc}", err=True)
             raise typer.Exit(2) from exc
         url = f"http://{settings.host}:{settings.port}"
+        try:
+            sock = listening_socket(settings.host, settings.port, shared=settings.api_workers > 1)
+        except OSError as exc:
+            typer.echo(f"gpupool: error: cannot listen on {url}: {exc}", err=True)
+            raise typer.Exit(2) from exc
         if not settings.scheduler_process:
             app = create_app(settings)
             typer.echo(f"gpupool serving on {url}  (API docs: {url}/docs)")
-            uvicorn.run(
-                app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
-            )
+            serve_on(app, sock, log_level)
             return
         # The API here, cycles and the controller in a child process (see
         # api/scheduler_process.py). Migrate first, so the child starts on the current schema.
@@ -182,39 +183,20 @@ def register(cli: Cli) -> None:
             name="gpupool-supervisor",
             daemon=True,
         ).start()
-        extra: ApiWorkers | None = None
+        extra = ApiWorkers(
+            settings.api_workers - 1, settings, handle.identity, handle.wake, log_level
+        )
+        threading.Thread(
+            target=extra.supervise, args=(stop,), name="gpupool-api-supervisor", daemon=True
+        ).start()
         try:
             app = create_app(settings, engine=engine, upgrade_db=False, scheduler=handle)
-            if settings.api_workers == 1:
-                typer.echo(f"gpupool serving on {url}  (API docs: {url}/docs)")
-                uvicorn.run(
-                    app,
-                    host=settings.host,
-                    port=settings.port,
-                    log_level=log_level,
-                    access_log=False,
-                )
-            else:
-                try:
-                    sock = listening_socket(settings.host, settings.port)
-                except OSError as exc:
-                    typer.echo(f"gpupool: error: cannot listen on {url}: {exc}", err=True)
-                    raise typer.Exit(2) from exc
-                extra = ApiWorkers(
-                    settings.api_workers - 1, settings, handle.identity, handle.wake, log_level
-                )
-                threading.Thread(
-                    target=extra.supervise, args=(stop,), name="gpupool-api-supervisor", daemon=True
-                ).start()
-                typer.echo(
-                    f"gpupool serving on {url} with {settings.api_workers} API processes  "
-                    f"(API docs: {url}/docs)"
-                )
-                serve_on(app, sock, log_level)
+            processes = f" with {settings.api_workers} API processes" * (settings.api_workers > 1)
+            typer.echo(f"gpupool serving on {url}{processes}  (API docs: {url}/docs)")
+            serve_on(app, sock, log_level)
         finally:
             stop.set()
-            if extra is not None:
-                extra.stop()
+            extra.stop()
             process = handle.process
             if process is not None and process.is_alive():
                 process.terminate()

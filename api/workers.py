@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
@@ -26,17 +27,17 @@ from scheduler.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket that other processes may bind to the same port."""
-    if not hasattr(socket, "SO_REUSEPORT"):
+def listening_socket(host: str, port: int, *, shared: bool = True) -> socket.socket:
+    """A listening TCP socket; ``shared``: other processes may bind to the same port."""
+    if shared and not hasattr(socket, "SO_REUSEPORT"):
         raise OSError("--workers above 1 needs SO_REUSEPORT, which this platform lacks")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -65,7 +66,7 @@ def _worker(
     def watch_parent() -> None:
         # The first API process is gone (killed, crashed): stop as uvicorn stops on SIGTERM.
         while os.getppid() == parent_pid:
-            threading.Event().wait(0.5)
+            time.sleep(0.5)
         log.warning("the server process died; API worker %s stops", os.getpid())
         os.kill(os.getpid(), signal.SIGTERM)
 

@@ -125,3 +125,28 @@ def test_workers_need_the_scheduler_process(tmp_path):
     assert done.returncode == 2
     assert "--workers above 1 needs the scheduler process" in done.stderr
     assert not Path(tmp_path / "x.db").exists(), "refused before touching the database"
+
+
+def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "GPUPOOL_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+            "GPUPOOL_OPERATOR_TOKEN": TOKEN,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"gpupool: error: cannot listen on http://127.0.0.1:{port}:"
+    )
