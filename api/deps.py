@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.limits import RateLimiter
 from scheduler.clock import Clock
-from scheduler.db import session_scope
+from scheduler.db import read_once, session_scope
 from scheduler.domain import OPERATOR, Principal, Role
 from scheduler.errors import Forbidden, Unauthorized
 from scheduler.leader import LeaderLease
@@ -106,8 +106,8 @@ async def authenticate(
 
 
 def _tenant_key(ctx: AppContext, token: str) -> Principal:
-    with ctx.read() as session:
-        return api_keys.authenticate(session, token)
+    with read_once(ctx.engine) as conn:
+        return api_keys.authenticate(conn, token)
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Session, create_engine
@@ -85,9 +87,35 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(
-        url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=10
-    )
+    engine = create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_timeout=10)
+
+    @event.listens_for(engine, "checkout")
+    def _drop_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        # A pre-ping without the round trip (pool_pre_ping costs one per transaction): an idle
+        # connection has nothing to read, so a readable socket means the server closed it or
+        # said it will (a restart, an idle timeout, a cut proxy). The pool then connects anew.
+        if dbapi_conn.closed or _readable(dbapi_conn.fileno()):
+            raise DisconnectionError("the database closed this idle connection")
+
+    return engine
+
+
+def _readable(fd: int) -> bool:
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+@contextmanager
+def read_once(engine: Engine) -> Iterator[Connection]:
+    """A connection for a single read statement, outside a transaction where the database
+    allows it: on PostgreSQL that saves the BEGIN and COMMIT round trips. (SQLite keeps its
+    cheap local transaction; its isolation level is left as :func:`make_engine` set it.)"""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 @contextmanager

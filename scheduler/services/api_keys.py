@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import bindparam
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from scheduler.domain import Principal, Role
@@ -82,22 +84,15 @@ def revoke(session: Session, who: Principal, now: datetime, tenant: str, key_id:
     return row
 
 
-def authenticate(session: Session, token: str) -> Principal:
-    """The tenant a key belongs to; :class:`Unauthorized` for unknown or revoked keys."""
+def authenticate(conn: Connection, token: str) -> Principal:
+    """The tenant a key belongs to; :class:`Unauthorized` for unknown or revoked keys.
+
+    Every tenant request starts here, so the lookup is one statement, built once, on a bare
+    connection (see :func:`scheduler.db.read_once`)."""
     if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
         raise Unauthorized("unknown API key")
     prefix = token[len(TOKEN_PREFIX) :].split("_", 1)[0]
-    found = session.exec(
-        select(
-            ApiKeyRow.id,
-            ApiKeyRow.tenant,
-            ApiKeyRow.secret_hash,
-            ApiKeyRow.revoked_at,
-            TenantRow.active,
-        )
-        .join(TenantRow, col(TenantRow.name) == col(ApiKeyRow.tenant))
-        .where(ApiKeyRow.prefix == prefix)
-    ).first()
+    found = conn.execute(_BY_PREFIX, {"prefix": prefix}).first()
     if found is None:
         raise Unauthorized("unknown API key")
     key_id, tenant, secret_hash, revoked_at, active = found
@@ -108,3 +103,12 @@ def authenticate(session: Session, token: str) -> Principal:
     if not active:
         raise Forbidden(f"tenant {tenant!r} is deactivated")
     return Principal(Role.TENANT, tenant=tenant, key_id=key_id)
+
+
+_key = ApiKeyRow.__table__  # type: ignore[attr-defined]
+_tenant = TenantRow.__table__  # type: ignore[attr-defined]
+_BY_PREFIX = (
+    select(_key.c.id, _key.c.tenant, _key.c.secret_hash, _key.c.revoked_at, _tenant.c.active)
+    .join(_tenant, _tenant.c.name == _key.c.tenant)
+    .where(_key.c.prefix == bindparam("prefix"))
+)

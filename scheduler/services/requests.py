@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam, exists, insert
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
@@ -16,9 +17,16 @@ from scheduler import lifecycle
 from scheduler.domain import Principal, RequestState, ReservationState
 from scheduler.errors import Conflict, InvalidInput, InvalidState, NotFound
 from scheduler.pagination import Page, decode_int_cursor, encode_cursor
-from scheduler.services.tenants import get as get_tenant
 from scheduler.settings import Settings
-from scheduler.tables import GpuClassRow, NodeRow, RequestRow, ReservationNodeRow, ReservationRow
+from scheduler.tables import (
+    GpuClassRow,
+    NodeRow,
+    RequestEventRow,
+    RequestRow,
+    ReservationNodeRow,
+    ReservationRow,
+    TenantRow,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +85,12 @@ def _tenant_for(who: Principal, tenant: str | None) -> str:
     return who.tenant
 
 
-def _check_shape(session: Session, ask: NewRequest, settings: Settings, now: datetime) -> int:
-    """Validate the ask against the pool; returns the gang's GPUs per node."""
-    found = session.exec(
-        select(GpuClassRow.name, func.max(NodeRow.gpus))
-        .select_from(GpuClassRow)
-        .join(NodeRow, col(NodeRow.gpu_class) == col(GpuClassRow.name), isouter=True)
-        .where(GpuClassRow.name == ask.gpu_class)
-        .group_by(GpuClassRow.name)
-    ).first()
-    if found is None:
+def _check_shape(ask: NewRequest, largest: int | None, settings: Settings, now: datetime) -> int:
+    """Validate the ask against the pool, whose largest node of the class has ``largest``
+    GPUs (0: the class has no nodes; None: there is no such class); returns the gang's GPUs
+    per node."""
+    if largest is None:
         raise InvalidInput.field("gpu_class", f"unknown GPU class {ask.gpu_class!r}")
-    largest = int(found[1] or 0)
     if largest == 0:
         raise InvalidInput.field("gpu_class", f"GPU class {ask.gpu_class!r} has no nodes")
     per_node = ask.gpus_per_node
@@ -141,56 +143,90 @@ def submit(
     tenant: str | None = None,
     idempotency_key: str | None = None,
 ) -> Submitted:
-    """Store a new pending request; a retry with the same ``idempotency_key`` returns the first."""
+    """Store a new pending request; a retry with the same ``idempotency_key`` returns the first.
+
+    The hot path of the API: its statements are built once (module level) and run on the
+    session's connection, without the ORM's unit of work.
+    """
     tenant_name = _tenant_for(who, tenant)
-    tenant_row = get_tenant(session, tenant_name)
-    if not tenant_row.active:
+    conn = session.connection()
+    found = conn.execute(_FACTS, {"tenant": tenant_name, "gpu_class": ask.gpu_class}).first()
+    if found is None:
+        raise NotFound(f"tenant {tenant_name!r} does not exist")
+    active, tenant_priority, class_exists, largest = found
+    if not active:
         raise InvalidState(f"tenant {tenant_name!r} is deactivated")
     fingerprint = ask.fingerprint(tenant_name)
     if idempotency_key is not None:
         earlier = _by_idempotency_key(session, tenant_name, idempotency_key)
         if earlier is not None:
             return _replay(earlier, fingerprint)
-    per_node = _check_shape(session, ask, settings, now)
-    row = RequestRow(
-        tenant=tenant_name,
-        name=ask.name,
-        gpu_class=ask.gpu_class,
-        gpus=ask.gpus,
-        gpus_per_node=per_node,
-        duration_s=int(ask.duration.total_seconds()),
-        not_before=ask.not_before,
-        deadline=ask.deadline,
-        priority=tenant_row.priority if ask.priority is None else ask.priority,
-        preemptible=ask.preemptible,
-        requeue_on_preemption=ask.requeue_on_preemption,
-        state=RequestState.PENDING.value,
-        reason_code="not_planned_yet",
-        reason_message="Submitted; the next scheduling cycle will plan it.",
-        submitted_at=now,
-        updated_at=now,
-        idempotency_key=idempotency_key,
-        request_hash=fingerprint,
-    )
+    per_node = _check_shape(ask, int(largest or 0) if class_exists else None, settings, now)
+    values: dict[str, Any] = {
+        "tenant": tenant_name,
+        "name": ask.name,
+        "gpu_class": ask.gpu_class,
+        "gpus": ask.gpus,
+        "gpus_per_node": per_node,
+        "duration_s": int(ask.duration.total_seconds()),
+        "not_before": ask.not_before,
+        "deadline": ask.deadline,
+        "priority": tenant_priority if ask.priority is None else ask.priority,
+        "preemptible": ask.preemptible,
+        "requeue_on_preemption": ask.requeue_on_preemption,
+        "state": RequestState.PENDING.value,
+        "reason_code": "not_planned_yet",
+        "reason_message": "Submitted; the next scheduling cycle will plan it.",
+        "submitted_at": now,
+        "updated_at": now,
+        "idempotency_key": idempotency_key,
+        "request_hash": fingerprint,
+        "version": 1,
+    }
     if idempotency_key is None:
-        session.add(row)
-        session.flush()
+        new_id = conn.execute(_INSERT_REQUEST, values).scalar_one()
     else:
         try:
-            with session.begin_nested():
-                session.add(row)
-                session.flush()
+            with session.begin_nested():  # the SAVEPOINT is taken with the connection
+                new_id = session.connection().execute(_INSERT_REQUEST, values).scalar_one()
         except IntegrityError:
             # Another submit with the same key won the race: answer as its retry.
             earlier = _by_idempotency_key(session, tenant_name, idempotency_key)
             if earlier is None:
                 raise
             return _replay(earlier, fingerprint)
-    assert row.id is not None
-    lifecycle.record_event(
-        session, row.id, now, "submitted", f"{who.actor} submitted", to_state=row.state
+    conn.execute(
+        _INSERT_EVENT,
+        {
+            "request_id": new_id,
+            "at": now,
+            "kind": "submitted",
+            "from_state": None,
+            "to_state": values["state"],
+            "message": f"{who.actor} submitted"[:500],
+            "data": {},
+        },
     )
-    return Submitted(row, replayed=False)
+    return Submitted(RequestRow(id=new_id, **values), replayed=False)
+
+
+_request = RequestRow.__table__  # type: ignore[attr-defined]
+_node = NodeRow.__table__  # type: ignore[attr-defined]
+_gpu_class = GpuClassRow.__table__  # type: ignore[attr-defined]
+_tenant = TenantRow.__table__  # type: ignore[attr-defined]
+#: What a submit checks, in one round trip: the tenant (no row if unknown), whether the GPU
+#: class exists, and its largest node (NULL when it has none).
+_FACTS = select(
+    _tenant.c.active,
+    _tenant.c.priority,
+    exists().where(_gpu_class.c.name == bindparam("gpu_class")).label("class_exists"),
+    select(func.max(_node.c.gpus))
+    .where(_node.c.gpu_class == bindparam("gpu_class"))
+    .scalar_subquery()
+    .label("largest"),
+).where(_tenant.c.name == bindparam("tenant"))
+_INSERT_REQUEST = insert(_request).returning(_request.c.id)
+_INSERT_EVENT = insert(RequestEventRow.__table__)  # type: ignore[attr-defined]
 
 
 def _by_idempotency_key(session: Session, tenant: str, key: str) -> RequestRow | None:
