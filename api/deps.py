@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,9 +61,7 @@ class AppContext:
         if self.scheduler is not None:
             self.scheduler.trigger()
             if self.lease is not None:
-                # Best effort: if the database hiccups, the leader's timer still picks it up.
-                with contextlib.suppress(Exception):
-                    self.lease.request_replan()
+                self.lease.request_replan()  # for another replica that leads (never blocks)
 
 
 # The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency

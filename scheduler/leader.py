@@ -12,8 +12,11 @@ injectable clock of the cycle, which may be simulated.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +30,10 @@ from scheduler.db import session_scope
 from scheduler.tables import LeaderLeaseRow
 
 LEASE_NAME = "cycle"
+#: A follower writes at most one replan request per this many seconds (the leader debounces).
+REPLAN_SIGNAL_INTERVAL_S = 0.5
+
+log = logging.getLogger(__name__)
 
 
 def replica_identity() -> str:
@@ -51,7 +58,9 @@ class LeaderLease:
         self.identity = identity or replica_identity()
         self.ttl = timedelta(seconds=ttl_s)
         self.term: int | None = None
-        self._last_signal: datetime | None = None
+        self._replan_wanted = threading.Event()
+        self._signaller: threading.Thread | None = None
+        self._signaller_lock = threading.Lock()
 
     def _ensure_row(self, session: Session) -> None:
         if session.get(LeaderLeaseRow, LEASE_NAME) is None:
@@ -146,18 +155,36 @@ class LeaderLease:
                 .values(cycle_running_since=since)
             )
 
-    def request_replan(self, min_interval_s: float = 0.5) -> None:
-        """A follower asks the leader for a cycle (at most every ``min_interval_s``)."""
-        now = _wall()
-        if self._last_signal and (now - self._last_signal).total_seconds() < min_interval_s:
-            return
-        self._last_signal = now
+    def request_replan(self) -> None:
+        """A follower asks the leader for a cycle. Returns at once: a background thread writes
+        the request, at most every ``REPLAN_SIGNAL_INTERVAL_S``. (The leader's apply holds the
+        lease row locked while it writes a plan; an API request must not wait for that.)"""
+        self._replan_wanted.set()
+        if self._signaller is None:
+            with self._signaller_lock:
+                if self._signaller is None:
+                    self._signaller = threading.Thread(
+                        target=self._signal_replans, name="gpupool-replan-signal", daemon=True
+                    )
+                    self._signaller.start()
+
+    def _signal_replans(self) -> None:
+        while True:
+            self._replan_wanted.wait()
+            self._replan_wanted.clear()
+            try:
+                self._write_replan_request()
+            except Exception:  # the leader's timer still picks the change up
+                log.warning("could not signal the leader", exc_info=True)
+            time.sleep(REPLAN_SIGNAL_INTERVAL_S)
+
+    def _write_replan_request(self) -> None:
         with session_scope(self.engine) as session:
             self._ensure_row(session)
             session.execute(
                 update(LeaderLeaseRow)
                 .where(LeaderLeaseRow.name == LEASE_NAME)  # type: ignore[arg-type]
-                .values(replan_requested_at=now)
+                .values(replan_requested_at=_wall())
             )
 
     def replan_requested_after(self, t: datetime) -> bool:

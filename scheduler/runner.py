@@ -66,10 +66,7 @@ class CycleRunner:
         log.debug("cycle requested: %s", reason)
         self._wake.set()
         if self.lease is not None and not self.is_leader:
-            try:
-                self.lease.request_replan()
-            except Exception:  # the leader's timer still picks the change up
-                log.warning("could not signal the leader", exc_info=True)
+            self.lease.request_replan()
 
     def run_once(self) -> CycleResult:
         """Run one cycle in the calling thread (tests, the simulator, the loop below)."""

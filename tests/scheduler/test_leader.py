@@ -1,0 +1,65 @@
+"""A follower's replan request never waits for the leader: the leader's apply holds the lease
+row locked (PostgreSQL) for as long as it writes a plan, and an API request that asked for a
+cycle must not wait that long."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from api.process import wait_for
+from scheduler.db import make_engine, session_scope
+from scheduler.leader import LEASE_NAME, LeaderLease
+from scheduler.tables import LeaderLeaseRow
+
+
+def requested_at(engine):
+    with session_scope(engine, write=False) as s:
+        row = s.get(LeaderLeaseRow, LEASE_NAME)
+        return row.replan_requested_at if row else None
+
+
+@pytest.mark.postgres
+def test_replan_request_returns_while_the_leader_holds_the_lease_row(pg_url):
+
+    engine = make_engine(pg_url)
+    leader = LeaderLease(engine, "leader")
+    follower = LeaderLease(engine, "follower")
+    try:
+        assert leader.acquire_or_renew()
+        with session_scope(engine) as apply_txn:  # the leader's apply, fenced
+            assert leader.fence(apply_txn)
+            caller = threading.Thread(target=follower.request_replan)
+            caller.start()
+            caller.join(timeout=10)
+            assert not caller.is_alive(), "request_replan waited for the leader's transaction"
+            assert requested_at(engine) is None  # the write itself waits for the lock
+        wait_for(lambda: requested_at(engine) is not None, timeout=10)
+    finally:
+        engine.dispose()
+
+
+def test_replan_requests_are_coalesced(db_url):
+
+    engine = make_engine(db_url)
+    follower = LeaderLease(engine, "follower")
+    try:
+        writes = []
+        real = follower._write_replan_request
+
+        def counting() -> None:
+            writes.append(1)
+            real()
+
+        follower._write_replan_request = counting  # type: ignore[method-assign]
+        for _ in range(200):
+            follower.request_replan()
+        wait_for(lambda: requested_at(engine) is not None, timeout=10)
+        with session_scope(engine, write=False) as s:
+            assert s.execute(select(LeaderLeaseRow.name)).scalars().all() == [LEASE_NAME]
+        # 200 requests within a moment: the first write, then at most one for the rest.
+        assert 1 <= len(writes) <= 2
+    finally:
+        engine.dispose()
