@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Update, bindparam, insert, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
@@ -31,6 +32,31 @@ def _mirror(row: Any, changes: dict[str, Any]) -> None:
             set_committed_value(row, key, value)
         else:
             setattr(row, key, value)
+
+
+def _guarded_update(session: Session, row: Any, changes: dict[str, Any]) -> bool:
+    """``UPDATE request SET … WHERE id = :id AND version = :v``; False if the row changed.
+
+    The cycle runs this for every request it plans; the statement is built once per set of
+    columns and runs on the session's connection (pending ORM changes are flushed first)."""
+    session.flush()
+    params = {f"b_{k}": v for k, v in changes.items()}
+    params |= {"b_id": row.id, "b_old_version": row.version, "b_version": row.version + 1}
+    result = session.connection().execute(_update_statement(tuple(sorted(changes))), params)
+    return result.rowcount == 1
+
+
+@lru_cache(maxsize=128)
+def _update_statement(keys: tuple[str, ...]) -> Update:
+    t = RequestRow.__table__  # type: ignore[attr-defined]
+    return (
+        update(t)
+        .where(t.c.id == bindparam("b_id"), t.c.version == bindparam("b_old_version"))
+        .values(
+            {k: bindparam(f"b_{k}", type_=t.c[k].type) for k in keys}
+            | {"version": bindparam("b_version")}
+        )
+    )
 
 
 _BUFFER = "gpupool_event_buffer"
@@ -113,13 +139,7 @@ def transition(
         changes.setdefault("planned_end", None)
         changes.setdefault("started_at", None)
         changes.setdefault("ended_at", None)
-    result = session.execute(
-        update(RequestRow)
-        .where(RequestRow.id == row.id, RequestRow.version == row.version)  # type: ignore[arg-type]
-        .values(**changes, version=row.version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not _guarded_update(session, row, changes):
         return False
     _mirror(row, changes)
     record_event(
@@ -158,13 +178,7 @@ def touch(
     if not changes and not force:
         return True
     changes["updated_at"] = at
-    result = session.execute(
-        update(RequestRow)
-        .where(RequestRow.id == row.id, RequestRow.version == row.version)  # type: ignore[arg-type]
-        .values(**changes, version=row.version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not _guarded_update(session, row, changes):
         return False
     _mirror(row, changes)
     if event:
