@@ -50,6 +50,8 @@ def run(
     from api.deps import AppContext
     from metrics.server import ServerMetrics
 
+    if settings.scheduler_nice:
+        os.nice(settings.scheduler_nice)
     engine = make_engine(settings.database_url)
     clock = SystemClock()
     lease = LeaderLease(engine, identity, ttl_s=settings.lease_ttl_s)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import select
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -122,13 +125,76 @@ def read_once(engine: Engine) -> Iterator[Connection]:
 def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on error.
 
-    ``write=False`` is for read-only work: on SQLite it does not take the write lock.
+    ``write=False`` is for read-only work: on SQLite it does not take the write lock. A
+    write scope on an SQLite file first waits its turn on :class:`WriteLock`.
     """
     bind = engine.execution_options(gpupool_write=write)
-    with Session(bind, expire_on_commit=False) as session:
+    lock = WriteLock.of(engine) if write else None
+    with lock or nullcontext(), Session(bind, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+
+
+class WriteLock:
+    """Takes SQLite write transactions in turn, across the threads and processes that share a
+    database file, with a lock the kernel hands on (``flock`` on ``<database>-writelock``).
+
+    SQLite lets one writer in at a time; the others poll in its busy handler, which sleeps up
+    to 100 ms between tries, so under a steady stream of writes some wait far longer than the
+    writes ahead of them take. Here a waiter wakes as soon as the writer before it is done.
+    Re-entrant within a thread; a process that dies lets go with its file descriptor.
+    """
+
+    _by_path: ClassVar[dict[str, WriteLock]] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+        self._pid = 0
+
+    @classmethod
+    def of(cls, engine: Engine) -> WriteLock | None:
+        """The lock of ``engine``'s database, if it is an SQLite file."""
+        url = engine.url
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        path = os.path.abspath(url.database) + "-writelock"
+        with cls._registry_lock:
+            lock = cls._by_path.get(path)
+            if lock is None:
+                lock = cls._by_path[path] = cls(path)
+            return lock
+
+    def __enter__(self) -> WriteLock:
+        self._lock.acquire()
+        try:
+            if self._depth == 0:
+                fcntl.flock(self._file(), fcntl.LOCK_EX)
+            self._depth += 1
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def _file(self) -> int:
+        # One descriptor per process: a forked child must not share its parent's (a flock
+        # belongs to the open file, so parent and child would both "hold" it).
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd

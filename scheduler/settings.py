@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         description="gpupool serve: API processes sharing the port; above 1 the cycles and "
         "the controller run in the scheduler process.",
     )
+    scheduler_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="gpupool serve: how much lower the scheduler process's CPU priority is "
+        "than the API's (a nice increment); when they compete for cores, requests go first.",
+    )
     scheduler_metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Port of the scheduler process's own /metrics."
     )
