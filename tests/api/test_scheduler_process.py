@@ -33,10 +33,20 @@ def _alive(pid: int) -> bool:
 
 
 def test_cycles_run_in_the_child_and_stop_with_the_server(db_url, tmp_path):
-    env = {"GPUPOOL_SCHEDULER_PROCESS": "true", "GPUPOOL_LEASE_TTL_S": "3"}
+    env = {
+        "GPUPOOL_SCHEDULER_PROCESS": "true",
+        "GPUPOOL_LEASE_TTL_S": "3",
+        "GPUPOOL_SCHEDULER_NICE": "7",
+    }
     with ServerProcess(db_url, OP["Authorization"][7:], tmp_path / "server.log", **env) as server:
         children = _children(server.proc.pid)
         assert len(children) >= 1, "serve --scheduler-process starts a scheduler child"
+        # requests go first: the child runs 7 nice steps below the API process
+        api_nice = os.getpriority(os.PRIO_PROCESS, server.proc.pid)
+        wait_for(
+            lambda: any(os.getpriority(os.PRIO_PROCESS, c) == api_nice + 7 for c in children),
+            timeout=30,
+        )
         keys = set_up_hub(server.url, gpus=16, tenants=2)
         auth = {"Authorization": f"Bearer {keys['tenant-00']}"}
         body = {"gpu_class": "H100-80GB", "gpus": 8, "duration": 3600}
