@@ -21,7 +21,6 @@ from scheduler.settings import Settings
 from scheduler.tables import (
     GpuClassRow,
     NodeRow,
-    RequestEventRow,
     RequestRow,
     ReservationNodeRow,
     ReservationRow,
@@ -195,18 +194,10 @@ def submit(
             if earlier is None:
                 raise
             return _replay(earlier, fingerprint)
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "request_id": new_id,
-            "at": now,
-            "kind": "submitted",
-            "from_state": None,
-            "to_state": values["state"],
-            "message": f"{who.actor} submitted"[:500],
-            "data": {},
-        },
-    )
+    with lifecycle.buffered_events(session):  # one INSERT now, not an ORM object to flush
+        lifecycle.record_event(
+            session, new_id, now, "submitted", f"{who.actor} submitted", to_state=values["state"]
+        )
     return Submitted(RequestRow(id=new_id, **values), replayed=False)
 
 
@@ -226,7 +217,6 @@ _FACTS = select(
     .label("largest"),
 ).where(_tenant.c.name == bindparam("tenant"))
 _INSERT_REQUEST = insert(_request).returning(_request.c.id)
-_INSERT_EVENT = insert(RequestEventRow.__table__)  # type: ignore[attr-defined]
 
 
 def _by_idempotency_key(session: Session, tenant: str, key: str) -> RequestRow | None:
