@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 
 from sqlalchemy import bindparam, func, insert, or_, update
 from sqlalchemy import delete as sql_delete
@@ -21,7 +22,7 @@ from scheduler import lifecycle, reasons
 from scheduler.clock import from_epoch
 from scheduler.db import UTCDateTime
 from scheduler.domain import RequestState, ReservationState
-from scheduler.snapshot import Snapshot
+from scheduler.snapshot import RequestRef, Snapshot
 from scheduler.tables import NodeRow, RequestRow, ReservationNodeRow, ReservationRow
 
 log = logging.getLogger(__name__)
@@ -30,30 +31,12 @@ log = logging.getLogger(__name__)
 ETA_TOLERANCE = timedelta(seconds=60)
 
 
-@dataclass
-class RequestRef:
-    """The columns of a waiting request the apply phase reads (a plain row: the cycle touches
-    every waiting request, and ORM instances would cost more than the writes)."""
-
-    id: int
-    tenant: str
-    gpu_class: str
-    gpus: int
-    state: str
-    version: int
-    planned_start: datetime | None
-    planned_end: datetime | None
-    first_planned_start: datetime | None
-    promised_start: datetime | None
-    reason_code: str | None
-    reason_message: str | None
-
-
-_REF_FIELDS = [f for f in RequestRef.__dataclass_fields__]
-
-
 @dataclass(slots=True)
 class Applied:
+    """What an apply did. ``stale`` counts the writes refused because the request changed
+    since the snapshot (or, for an opening, because its nodes are no longer free); a request
+    whose plan asks for no write is counted as planned or pending as it stands."""
+
     activated: int = 0
     planned: int = 0
     pending: int = 0
@@ -133,8 +116,10 @@ class ReservationWriter:
                 for n, g in a.allocation
             ]
         if self._new:
+            # Matched by request (one new reservation each), not by position: RETURNING in
+            # parameter order makes SQLite insert one row per statement.
             created = self._session.execute(
-                insert(res).returning(res.c.id, sort_by_parameter_order=True),
+                insert(res).returning(res.c.request_id, res.c.id),
                 [
                     {
                         "request_id": req.id,
@@ -151,10 +136,12 @@ class ReservationWriter:
                     }
                     for req, a, state in self._new
                 ],
-            ).all()
-            for (rid,), (_, a, _) in zip(created, self._new, strict=True):
+            )
+            new_ids = {request_id: rid for request_id, rid in created}
+            for req, a, _ in self._new:
                 node_rows += [
-                    {"reservation_id": rid, "node": n, "gpus": g} for n, g in a.allocation
+                    {"reservation_id": new_ids[req.id], "node": n, "gpus": g}
+                    for n, g in a.allocation
                 ]
         if node_rows:
             self._session.execute(insert(nodes), node_rows)
@@ -162,62 +149,60 @@ class ReservationWriter:
         self._moved.clear()
 
 
-def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetime) -> Applied:
-    """Write ``plan`` (made from ``snap``) at time ``now``."""
-    out = Applied()
-    ids = list(snap.versions)
-    rows: dict[int, RequestRef] = {}
-    for start in range(0, len(ids), 500):
-        for r in session.exec(
-            select(*[getattr(RequestRow, f) for f in _REF_FIELDS]).where(
-                col(RequestRow.id).in_(ids[start : start + 500])
-            )
-        ):
-            ref = RequestRef(*r)
-            rows[ref.id] = ref
-    fresh = {
-        rid: row
-        for rid, row in rows.items()
-        if row.version == snap.versions[rid] and row.state in ("pending", "planned")
-    }
-    out.stale = len(ids) - len(fresh)
+class Outcome(Enum):
+    ACTIVATE = "activate"
+    PLAN = "plan"
+    WAIT = "wait"
+    REJECT = "reject"
 
-    # Preemptions first: they return the GPUs that new reservations may open on. Those due
-    # later are recorded on the victim, so the stored plan never double-books and the
-    # borrower sees when its GPUs will be reclaimed.
-    later: dict[int, solver.Preemption] = {}
-    for p in plan.preemptions:
-        if p.at > snap.problem.now and from_epoch(p.at) > now:
-            later[p.request_id] = p
-        else:
-            out.preempted += _preempt(session, p, now)
-    _schedule_reclaims(session, later, now)
 
-    usage = _open_usage(session)
-    capacity = {n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained}
-    writer = ReservationWriter(session, now)
-    # Open the earliest starts first so that, if anything is refused, it is the later ones.
+@dataclass(slots=True)
+class Intent:
+    """What a plan asks of one waiting request: its guarded change (``None``: nothing to
+    write), and the reservation written once the change lands (``reservation``: its state;
+    ``existing``: the id of the planned reservation it has now, if any)."""
+
+    ref: RequestRef
+    outcome: Outcome
+    change: lifecycle.Change | None
+    assignment: solver.Assignment | None = None
+    reservation: ReservationState | None = None
+    existing: int | None = None
+
+
+@dataclass
+class Prepared:
+    """A plan turned into writes, ready to apply (:func:`prepare`)."""
+
+    snap: Snapshot
+    plan: solver.Plan
+    now: datetime
+    intents: list[Intent]
+
+
+def prepare(snap: Snapshot, plan: solver.Plan, now: datetime) -> Prepared:
+    """Decide every waiting request's write from the snapshot and the plan, at time ``now``.
+
+    Reads nothing: the cycle runs it before it takes the write lock, so the write
+    transaction only checks versions and sends the writes."""
+    intents: list[Intent] = []
+    # Openings first, earliest start first, so that if any is refused it is the later ones.
     for rid, a in sorted(plan.assignments.items(), key=lambda kv: (kv[1].start, kv[0])):
-        req = fresh.get(rid)
+        req = snap.refs.get(rid)
         if req is None:
             continue
-        existing = snap.planned.get(rid)
+        held = snap.planned.get(rid)
+        existing = held.reservation_id if held else None
+        start, end = from_epoch(a.start), from_epoch(a.end)
+        sentence = reasons.planned_sentence(start, end, a.kind.value, now)
         # Due now: the plan's own "now" is the next whole second after its snapshot.
-        if a.start <= snap.problem.now or from_epoch(a.start) <= now:
-            if any(usage.get(n, 0) + g > capacity.get(n, 0) for n, g in a.allocation):
-                log.warning("request %s: nodes no longer free, left to the next cycle", rid)
-                out.stale += 1
-                continue
-            start, end = from_epoch(a.start), from_epoch(a.end)
-            # The guarded state change first: if the request changed since the snapshot (a
-            # cancel committed meanwhile), nothing else is written for it.
-            if not lifecycle.transition(
-                session,
+        if a.start <= snap.problem.now or start <= now:
+            change = lifecycle.transition_change(
                 req,
                 RequestState.ACTIVE,
                 now,
                 reason_code=None,
-                message=reasons.planned_sentence(start, end, a.kind.value, now),
+                message=sentence,
                 values={
                     "planned_start": start,
                     "planned_end": end,
@@ -225,27 +210,19 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
                     "first_planned_start": req.first_planned_start or start,
                 },
                 data={"allocation": dict(a.allocation), "kind": a.kind.value},
-            ):
-                out.stale += 1
-                continue
-            writer.put(
-                req, a, ReservationState.ACTIVE, existing.reservation_id if existing else None
             )
-            for n, g in a.allocation:
-                usage[n] = usage.get(n, 0) + g
-            out.activated += 1
+            intents.append(
+                Intent(req, Outcome.ACTIVATE, change, a, ReservationState.ACTIVE, existing)
+            )
             continue
-        start, end = from_epoch(a.start), from_epoch(a.end)
-        sentence = reasons.planned_sentence(start, end, a.kind.value, now)
         values = {
             "planned_start": start,
             "planned_end": end,
             "promised_start": _promise(req.promised_start, start, a.kind),
         }
-        changed = existing is None or existing.assignment != a
+        changed = held is None or held.assignment != a
         if req.state == RequestState.PENDING.value:
-            fresh_ok = lifecycle.transition(
-                session,
+            change = lifecycle.transition_change(
                 req,
                 RequestState.PLANNED,
                 now,
@@ -256,8 +233,7 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
             )
         else:
             moved = req.planned_start is None or abs(req.planned_start - start) >= ETA_TOLERANCE
-            fresh_ok = lifecycle.touch(
-                session,
+            change = lifecycle.touch_change(
                 req,
                 now,
                 {**values, "reason_code": reasons.PLANNED, "reason_message": sentence},
@@ -269,77 +245,119 @@ def apply_plan(session: Session, snap: Snapshot, plan: solver.Plan, now: datetim
                 },
                 force=changed,  # a reservation is about to be written: prove the row is fresh
             )
-        if not fresh_ok:
-            out.stale += 1
-            continue
-        if changed:
-            writer.put(
-                req, a, ReservationState.PLANNED, existing.reservation_id if existing else None
+        state = ReservationState.PLANNED if changed else None
+        intents.append(Intent(req, Outcome.PLAN, change, a, state, existing))
+
+    waits = [
+        (rid, u.reason.value, reasons.unplaced_sentence(u, snap.contexts[rid]))
+        for rid, u in plan.unplaced.items()
+    ] + [(rid, code, message) for rid, (code, message) in snap.deferred.items()]
+    for rid, code, message in waits:
+        req = snap.refs.get(rid)
+        if req is not None:
+            held = snap.planned.get(rid)
+            change = _pending_change(req, now, code, message)
+            intents.append(
+                Intent(req, Outcome.WAIT, change, existing=held.reservation_id if held else None)
             )
-        out.planned += 1
-
-    writer.flush()
-
-    for rid, u in plan.unplaced.items():
-        req = fresh.get(rid)
-        if req is None:
-            continue
-        if _to_pending(
-            session, req, now, u.reason.value, reasons.unplaced_sentence(u, snap.contexts[rid])
-        ):
-            _drop_planned(session, snap, rid)
-            out.pending += 1
-    for rid, (code, message) in snap.deferred.items():
-        req = fresh.get(rid)
-        if req is not None and _to_pending(session, req, now, code, message):
-            _drop_planned(session, snap, rid)
-            out.pending += 1
     for rid, rejection in snap.rejections.items():
-        req = fresh.get(rid)
-        if req is None:
+        req = snap.refs.get(rid)
+        if req is not None:
+            held = snap.planned.get(rid)
+            change = lifecycle.transition_change(
+                req,
+                RequestState.REJECTED,
+                now,
+                reason_code=rejection.code,
+                message=rejection.message,
+            )
+            intents.append(
+                Intent(req, Outcome.REJECT, change, existing=held.reservation_id if held else None)
+            )
+    return Prepared(snap, plan, now, intents)
+
+
+def apply_plan(session: Session, prepared: Prepared) -> Applied:
+    """Write a prepared plan in the caller's transaction."""
+    snap, plan, now = prepared.snap, prepared.plan, prepared.now
+    out = Applied()
+    # Preemptions first: they return the GPUs that new reservations may open on. Those due
+    # later are recorded on the victim, so the stored plan never double-books and the
+    # borrower sees when its GPUs will be reclaimed.
+    later: dict[int, solver.Preemption] = {}
+    for p in plan.preemptions:
+        if p.at > snap.problem.now and from_epoch(p.at) > now:
+            later[p.request_id] = p
+        else:
+            out.preempted += _preempt(session, p, now)
+    _schedule_reclaims(session, later, now)
+
+    # An opening re-checks its nodes against the reservations open in the database now. It
+    # counts as taken from here on; if its own write then turns out stale, its GPUs stay
+    # free until the next cycle, which is the safe side.
+    usage = _open_usage(session)
+    capacity = {n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained}
+    accepted: list[Intent] = []
+    for it in prepared.intents:
+        if it.outcome is Outcome.ACTIVATE and it.assignment is not None:
+            alloc = it.assignment.allocation
+            if any(usage.get(n, 0) + g > capacity.get(n, 0) for n, g in alloc):
+                log.warning("request %s: nodes no longer free, left to the next cycle", it.ref.id)
+                out.stale += 1
+                continue
+            for n, g in alloc:
+                usage[n] = usage.get(n, 0) + g
+        accepted.append(it)
+    written = lifecycle.write_many(session, [it.change for it in accepted if it.change])
+
+    writer = ReservationWriter(session, now)
+    dropped: list[int] = []
+    for it in accepted:
+        if it.change is not None and it.ref.id not in written:
+            out.stale += 1  # changed since the snapshot (a cancel, say): the next cycle sees it
             continue
-        if lifecycle.transition(
-            session,
-            req,
-            RequestState.REJECTED,
-            now,
-            reason_code=rejection.code,
-            message=rejection.message,
-        ):
-            _drop_planned(session, snap, rid)
+        if it.reservation is not None and it.assignment is not None:
+            writer.put(it.ref, it.assignment, it.reservation, it.existing)
+        if it.outcome in (Outcome.WAIT, Outcome.REJECT) and it.existing is not None:
+            dropped.append(it.existing)
+        if it.outcome is Outcome.ACTIVATE:
+            out.activated += 1
+        elif it.outcome is Outcome.PLAN:
+            out.planned += 1
+        elif it.outcome is Outcome.WAIT:
+            out.pending += 1
+        else:
             out.rejected += 1
+    writer.flush()
+    _drop_reservations(session, dropped)
     return out
 
 
-def _drop_planned(session: Session, snap: Snapshot, rid: int) -> None:
-    ref = snap.planned.get(rid)
-    if ref is None:
-        return
-    session.execute(
-        sql_delete(ReservationNodeRow).where(
-            ReservationNodeRow.reservation_id == ref.reservation_id
-        )
-    )
-    session.execute(sql_delete(ReservationRow).where(ReservationRow.id == ref.reservation_id))
+def _drop_reservations(session: Session, ids: list[int]) -> None:
+    nodes, res = ReservationNodeRow.__table__, ReservationRow.__table__  # type: ignore[attr-defined]
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        session.execute(sql_delete(nodes).where(nodes.c.reservation_id.in_(chunk)))
+        session.execute(sql_delete(res).where(res.c.id.in_(chunk)))
 
 
-def _to_pending(session: Session, req: RequestRef, now: datetime, code: str, message: str) -> bool:
-    """The request waits with a reason; False if it changed since the snapshot."""
+def _pending_change(
+    req: RequestRef, now: datetime, code: str, message: str
+) -> lifecycle.Change | None:
+    """The request waits with a reason (``None``: it already does, with this reason)."""
     if req.state == RequestState.PLANNED.value:
-        return lifecycle.transition(
-            session, req, RequestState.PENDING, now, reason_code=code, message=message
+        return lifecycle.transition_change(
+            req, RequestState.PENDING, now, reason_code=code, message=message
         )
-    else:
-        changed = req.reason_code != code
-        return lifecycle.touch(
-            session,
-            req,
-            now,
-            {"reason_code": code, "reason_message": message},
-            event="reason" if changed else None,
-            message=message,
-            data={"reason": code},
-        )
+    changed = req.reason_code != code
+    return lifecycle.touch_change(
+        req,
+        now,
+        {"reason_code": code, "reason_message": message},
+        event="reason" if changed else None,
+        message=message,
+        data={"reason": code},
+    )
 
 
 def _preempt(session: Session, p: solver.Preemption, now: datetime) -> int:

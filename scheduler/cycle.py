@@ -137,13 +137,15 @@ def run_cycle(
     result.timings["validate"] = max(0.0, result.timings["decide"] - plan.solve_time_s)
     if plan.status == "REFUSED":
         result.error = fallback
+    # The writes are decided before the write transaction, which then only checks versions
+    # and sends them: on SQLite every other writer waits while it runs.
+    now = clock.now()
+    prepared = apply_phase.prepare(snap, plan, now) if plan.status != "REFUSED" else None
     with session_scope(engine) as session:
         _check(fence, session)
-        now = clock.now()
-        if plan.status != "REFUSED":
+        if prepared is not None:
             with lifecycle.buffered_events(session):
-                result.applied = apply_phase.apply_plan(session, snap, plan, now)
-        result.next_event = apply_phase.next_event(session, now)
+                result.applied = apply_phase.apply_plan(session, prepared)
         t4 = time.perf_counter()
         result.timings["apply"] = t4 - t3
         session.add(
@@ -170,6 +172,8 @@ def run_cycle(
                 apply_s=result.timings["apply"],
             )
         )
+    with session_scope(engine, write=False) as session:
+        result.next_event = apply_phase.next_event(session, now)
     t = result.timings
     log.info(
         "cycle: %d waiting, %d placed, %d opened, %d preempted, %d stale in %.3fs "

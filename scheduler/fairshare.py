@@ -36,7 +36,15 @@ def accrue(session: Session, now: datetime, half_life_s: float) -> dict[str, flo
     tenants = list(session.exec(select(TenantRow.name)))
     since = min((r.as_of for r in rows.values()), default=None)
     held_until = func.coalesce(ReservationRow.ended_at, ReservationRow.end)
-    stmt = select(ReservationRow).where(
+    # Plain column rows: every open reservation is read each cycle, under the write lock.
+    stmt = select(
+        ReservationRow.tenant,
+        ReservationRow.gpus,
+        ReservationRow.start,
+        ReservationRow.end,
+        ReservationRow.ended_at,
+        ReservationRow.state,
+    ).where(
         col(ReservationRow.state).in_(
             [ReservationState.ACTIVE.value, ReservationState.ENDED.value]
         ),

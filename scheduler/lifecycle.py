@@ -3,18 +3,20 @@
 :func:`transition` checks that the move is allowed, applies it with optimistic concurrency
 (``UPDATE … WHERE id = :id AND version = :v``), stamps the times, and records the event in the
 same transaction. A caller whose row changed meanwhile gets ``False`` and leaves the request
-to the next cycle.
+to the next cycle. :func:`transition_change` and :func:`touch_change` only decide a write;
+:func:`write_many` sends many of them at once, with the same guard (the cycle's apply).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, insert, update
+from sqlalchemy import Update, bindparam, insert, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
@@ -34,21 +36,86 @@ def _mirror(row: Any, changes: dict[str, Any]) -> None:
             setattr(row, key, value)
 
 
-def _guarded_update(session: Session, row: Any, changes: dict[str, Any]) -> bool:
+@dataclass(slots=True)
+class Change:
+    """One guarded write of a request row: the columns to set on it, and the event recorded
+    with them. ``version`` is the row version the change was decided on."""
+
+    request_id: int
+    version: int
+    at: datetime
+    columns: dict[str, Any]
+    event: dict[str, Any] | None = None
+
+
+def _params(change: Change) -> dict[str, Any]:
+    params = {f"b_{k}": v for k, v in change.columns.items()}
+    return params | {
+        "b_id": change.request_id,
+        "b_old_version": change.version,
+        "b_version": change.version + 1,
+    }
+
+
+def _record(session: Session, change: Change) -> None:
+    if change.event is not None:
+        record_event(session, change.request_id, change.at, **change.event)
+
+
+def _write_one(session: Session, row: Any, change: Change) -> bool:
     """``UPDATE request SET … WHERE id = :id AND version = :v``; False if the row changed.
 
-    The cycle runs this for every request it plans; the statement is built once per set of
-    columns and runs on the session's connection (pending ORM changes are flushed first)."""
+    The statement is built once per set of columns and runs on the session's connection
+    (pending ORM changes are flushed first)."""
     session.flush()
-    params = {f"b_{k}": v for k, v in changes.items()}
-    params |= {"b_id": row.id, "b_old_version": row.version, "b_version": row.version + 1}
-    result = session.connection().execute(_update_statement(tuple(sorted(changes))), params)
-    return result.rowcount == 1
+    statement = _update_statement(tuple(sorted(change.columns)))
+    if session.connection().execute(statement, _params(change)).rowcount != 1:
+        return False
+    _mirror(row, change.columns)
+    _record(session, change)
+    return True
+
+
+def write_many(session: Session, changes: list[Change]) -> set[int]:
+    """Write many changes at once; returns the ids of the requests written.
+
+    The rows are locked first, in id order, and a change is kept only if its row is still
+    at the version it was decided on; the kept ones go out as one executemany per set of
+    columns (the cycle writes hundreds per apply: one statement each was most of the time it
+    held the write lock). The callers' rows are not updated."""
+    if not changes:
+        return set()
+    session.flush()
+    conn = session.connection()
+    ids = sorted(c.request_id for c in changes)
+    current: dict[int, int] = {}
+    for i in range(0, len(ids), 500):
+        current.update(conn.execute(_LOCK_VERSIONS, {"ids": ids[i : i + 500]}).all())
+    fresh = [c for c in changes if current.get(c.request_id) == c.version]
+    groups: dict[tuple[str, ...], list[Change]] = {}
+    for c in fresh:
+        groups.setdefault(tuple(sorted(c.columns)), []).append(c)
+    for keys, group in groups.items():
+        result = conn.execute(_update_statement(keys), [_params(c) for c in group])
+        if conn.dialect.supports_sane_multi_rowcount and result.rowcount not in (-1, len(group)):
+            raise RuntimeError(f"{len(group)} locked requests, {result.rowcount} updated")
+    for c in fresh:
+        _record(session, c)
+    return {c.request_id for c in fresh}
+
+
+_request = RequestRow.__table__  # type: ignore[attr-defined]
+_LOCK_VERSIONS = (
+    select(_request.c.id, _request.c.version)
+    .where(_request.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_request.c.id)
+    .with_for_update()
+)
 
 
 @lru_cache(maxsize=128)
 def _update_statement(keys: tuple[str, ...]) -> Update:
-    t = RequestRow.__table__  # type: ignore[attr-defined]
+    t = _request
     return (
         update(t)
         .where(t.c.id == bindparam("b_id"), t.c.version == bindparam("b_old_version"))
@@ -102,8 +169,7 @@ def record_event(
         session.add(RequestEventRow(**values))
 
 
-def transition(
-    session: Session,
+def transition_change(
     row: Any,
     to: RequestState,
     at: datetime,
@@ -113,18 +179,16 @@ def transition(
     values: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     strict: bool = True,
-) -> bool:
-    """Move ``row`` to state ``to`` at time ``at``; ``values`` sets other columns alongside.
-
-    Returns ``False`` when the row's version changed since it was read (nothing written).
-    An illegal move raises :class:`InvalidState` when ``strict``, else returns ``False``.
-    """
+) -> Change | None:
+    """The change that moves ``row`` to state ``to`` at ``at`` (``values`` sets other columns
+    alongside), with its state event. An illegal move raises :class:`InvalidState` when
+    ``strict``, else gives ``None``."""
     assert row.id is not None
     current = RequestState(row.state)
     if to not in TRANSITIONS[current]:
         if strict:
             raise InvalidState(f"request {row.id} is {current.value}; it cannot become {to.value}")
-        return False
+        return None
     changes: dict[str, Any] = dict(values or {})
     changes["state"] = to.value
     changes["updated_at"] = at
@@ -139,24 +203,28 @@ def transition(
         changes.setdefault("planned_end", None)
         changes.setdefault("started_at", None)
         changes.setdefault("ended_at", None)
-    if not _guarded_update(session, row, changes):
-        return False
-    _mirror(row, changes)
-    record_event(
-        session,
-        row.id,
-        at,
-        "state",
-        message,
-        from_state=current.value,
-        to_state=to.value,
-        data={"reason": reason_code, **(data or {})},
-    )
-    return True
+    event = {
+        "kind": "state",
+        "message": message,
+        "from_state": current.value,
+        "to_state": to.value,
+        "data": {"reason": reason_code, **(data or {})},
+    }
+    return Change(row.id, row.version, at, changes, event)
 
 
-def touch(
-    session: Session,
+def transition(session: Session, row: Any, to: RequestState, at: datetime, **kw: Any) -> bool:
+    """Move ``row`` to state ``to`` at time ``at`` (see :func:`transition_change` for the
+    keywords) and record the event.
+
+    Returns ``False`` when the row's version changed since it was read (nothing written), or
+    when the move is illegal and ``strict=False``.
+    """
+    change = transition_change(row, to, at, **kw)
+    return change is not None and _write_one(session, row, change)
+
+
+def touch_change(
     row: Any,
     at: datetime,
     values: dict[str, Any],
@@ -165,22 +233,23 @@ def touch(
     message: str = "",
     data: dict[str, Any] | None = None,
     force: bool = False,
-) -> bool:
-    """Change columns other than ``state`` (reason, ETA) with the same optimistic guard;
-    ``event`` records a request event of that kind alongside. ``False`` if the row is stale.
-
-    Without changes nothing is written (and staleness goes unnoticed) unless ``force``: then
-    the version is bumped anyway, which proves the row is still the one read."""
+) -> Change | None:
+    """The change of columns other than ``state`` (reason, ETA); ``event`` records a request
+    event of that kind alongside. ``None`` when nothing changes, unless ``force``: then the
+    version is bumped anyway, which proves the row is still the one read."""
     assert row.id is not None
     if "state" in values:
         raise ValueError("use transition() to change a request's state")
     changes = {k: v for k, v in values.items() if getattr(row, k) != v}
     if not changes and not force:
-        return True
+        return None
     changes["updated_at"] = at
-    if not _guarded_update(session, row, changes):
-        return False
-    _mirror(row, changes)
-    if event:
-        record_event(session, row.id, at, event, message, data=data)
-    return True
+    recorded = {"kind": event, "message": message, "data": data} if event else None
+    return Change(row.id, row.version, at, changes, recorded)
+
+
+def touch(session: Session, row: Any, at: datetime, values: dict[str, Any], **kw: Any) -> bool:
+    """Apply :func:`touch_change` with the same optimistic guard as :func:`transition`;
+    ``False`` if the row is stale (a change that writes nothing is never stale)."""
+    change = touch_change(row, at, values, **kw)
+    return change is None or _write_one(session, row, change)

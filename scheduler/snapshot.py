@@ -39,14 +39,34 @@ class PlannedRef:
     assignment: solver.Assignment
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRef:
+    """A waiting request's columns as the apply phase needs them (a plain row: the cycle
+    reads every waiting request, and ORM instances would cost more than the planning)."""
+
+    id: int
+    tenant: str
+    gpu_class: str
+    gpus: int
+    state: str
+    version: int
+    planned_start: datetime | None
+    planned_end: datetime | None
+    first_planned_start: datetime | None
+    promised_start: datetime | None
+    reason_code: str | None
+    reason_message: str | None
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """What a cycle decides on. ``versions`` holds each waiting request's row version, so the
-    apply phase can leave alone any request that changed after the snapshot."""
+    """What a cycle decides on. ``refs`` holds each waiting request as read, its row version
+    included, so the apply phase can decide its writes without reading again and leave alone
+    any request that changed after the snapshot."""
 
     now: datetime
     problem: solver.Problem
-    versions: dict[int, int]
+    refs: dict[int, RequestRef]
     rejections: dict[int, Rejection]
     deferred: dict[int, tuple[str, str]]
     planned: dict[int, PlannedRef]
@@ -94,6 +114,12 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
             RequestRow.preemptible,
             RequestRow.version,
             RequestRow.promised_start,
+            RequestRow.state,
+            RequestRow.planned_start,
+            RequestRow.planned_end,
+            RequestRow.first_planned_start,
+            RequestRow.reason_code,
+            RequestRow.reason_message,
         )
         .where(col(RequestRow.state).in_(_WAITING))
         .order_by(col(RequestRow.id))
@@ -133,13 +159,26 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
             biggest_gangs[(n.gpu_class, size)] += 1
 
     requests: list[solver.Request] = []
-    versions: dict[int, int] = {}
+    refs: dict[int, RequestRef] = {}
     rejections: dict[int, Rejection] = {}
     deferred: dict[int, tuple[str, str]] = {}
     contexts: dict[int, reasons.Context] = {}
     for r in waiting:
         assert r.id is not None
-        versions[r.id] = r.version
+        refs[r.id] = RequestRef(
+            r.id,
+            r.tenant,
+            r.gpu_class,
+            r.gpus,
+            r.state,
+            r.version,
+            r.planned_start,
+            r.planned_end,
+            r.first_planned_start,
+            r.promised_start,
+            r.reason_code,
+            r.reason_message,
+        )
         quota = quota_rows.get((r.tenant, r.gpu_class))
         contexts[r.id] = reasons.Context(
             gpus=r.gpus,
@@ -216,7 +255,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
                     preemptible=preemptible,
                 )
             )
-        elif res.request_id in versions:
+        elif res.request_id in refs:
             planned[res.request_id] = PlannedRef(
                 res.id,
                 solver.Assignment(
@@ -246,7 +285,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
     return Snapshot(
         now=now,
         problem=problem,
-        versions=versions,
+        refs=refs,
         rejections=rejections,
         deferred=deferred,
         planned=planned,

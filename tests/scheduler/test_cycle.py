@@ -25,7 +25,7 @@ def test_request_cancelled_after_snapshot_is_left_alone(op, engine, settings, cl
     assert not violations and r["id"] in plan.assignments
     ok(op.post(f"/v1/requests/{r['id']}/cancel", headers=acme))
     with session_scope(engine) as s:
-        applied = apply_phase.apply_plan(s, snap, plan, clock.now())
+        applied = apply_phase.apply_plan(s, apply_phase.prepare(snap, plan, clock.now()))
     assert applied.stale == 1 and applied.activated == 0
     assert ok(op.get(f"/v1/requests/{r['id']}", headers=acme))["state"] == "cancelled"
     with session_scope(engine) as s:
@@ -53,7 +53,7 @@ def test_opening_rechecks_the_nodes(op, engine, settings, clock, cycle):
     with session_scope(engine, write=False) as s:
         snap = snapshot_phase.take(s, clock.now(), settings)
     with session_scope(engine) as s:
-        applied = apply_phase.apply_plan(s, snap, forged, clock.now())
+        applied = apply_phase.apply_plan(s, apply_phase.prepare(snap, forged, clock.now()))
     assert applied.activated == 0 and applied.stale == 1
     assert ok(op.get(f"/v1/requests/{second['id']}", headers=acme))["state"] == "pending"
 
@@ -162,3 +162,28 @@ def test_operator_actions_are_audited(op, engine, clock):
     assert drain["before"]["drained"] is False and drain["after"]["drained"] is True
     with session_scope(engine) as s:
         assert request_service.list_page(s, OPERATOR, limit=10, cursor=None).items == []
+
+
+def test_apply_writes_the_fresh_requests_and_skips_the_stale_one(op, engine, settings, clock):
+    """The apply locks and writes all of a plan's requests at once; a request changed after
+    the snapshot keeps its new state and gets no event, the others are written in full."""
+    make_pool(op, nodes=1)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=8)
+    reqs = [submit(op, acme, gpus=2) for _ in range(3)]
+    with session_scope(engine, write=False) as s:
+        snap = snapshot_phase.take(s, clock.now(), settings)
+    plan, violations, _ = decide(snap.problem, solver_config(settings))
+    assert not violations and all(r["id"] in plan.assignments for r in reqs)
+    ok(op.post(f"/v1/requests/{reqs[1]['id']}/cancel", headers=acme))
+    with session_scope(engine) as s:
+        applied = apply_phase.apply_plan(s, apply_phase.prepare(snap, plan, clock.now()))
+    assert (applied.activated, applied.stale) == (2, 1)
+    states = [ok(op.get(f"/v1/requests/{r['id']}", headers=acme))["state"] for r in reqs]
+    assert states == ["active", "cancelled", "active"]
+    for r, state in zip(reqs, states, strict=True):
+        events = ok(op.get(f"/v1/requests/{r['id']}/events", headers=acme))
+        moves = [e["to_state"] for e in events if e["kind"] == "state"]
+        assert ("active" in moves) == (state == "active")
+    with session_scope(engine) as s:
+        active = s.exec(select(ReservationRow).where(ReservationRow.state == "active")).all()
+    assert sorted(res.request_id for res in active) == [reqs[0]["id"], reqs[2]["id"]]
