@@ -149,6 +149,10 @@ def register(cli: Cli) -> None:
         threading.Thread(
             target=extra.supervise, args=(stop,), name="gpupool-api-supervisor", daemon=True
         ).start()
+        if not extra.wait_listening(timeout=120):
+            logging.getLogger(__name__).warning(
+                "not every API process listens after 120 s; serving anyway"
+            )
         try:
             app = create_app(settings, engine=engine, upgrade_db=False, scheduler=handle)
             processes = f" with {settings.api_workers} API processes" * (settings.api_workers > 1)

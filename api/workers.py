@@ -55,8 +55,10 @@ def _worker(
     wake: EventType,
     parent_pid: int,
     log_level: str,
+    listening: EventType,
 ) -> None:
-    """An extra API process: the app without cycles or controller, on the shared port."""
+    """An extra API process: the app without cycles or controller, on the shared port;
+    ``listening`` is set once its socket takes connections."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -74,7 +76,9 @@ def _worker(
     app = create_app(
         settings, upgrade_db=False, scheduler=RemoteScheduler(identity=identity, wake=wake)
     )
-    serve_on(app, listening_socket(settings.host, settings.port), log_level)
+    sock = listening_socket(settings.host, settings.port)
+    listening.set()  # connections wait in the socket's backlog until uvicorn accepts them
+    serve_on(app, sock, log_level)
 
 
 class ApiWorkers:
@@ -85,14 +89,26 @@ class ApiWorkers:
     ) -> None:
         self._args = (settings, identity, wake, os.getpid(), log_level)
         self._context = multiprocessing.get_context("spawn")
+        self._listening = [self._context.Event() for _ in range(count)]
         self.processes: list[Any] = [self._start(i) for i in range(count)]
 
     def _start(self, index: int) -> Any:
         process = self._context.Process(
-            target=_worker, args=self._args, name=f"gpupool-api-{index + 2}"
+            target=_worker,
+            args=(*self._args, self._listening[index]),
+            name=f"gpupool-api-{index + 2}",
         )
         process.start()
         return process
+
+    def wait_listening(self, timeout: float) -> bool:
+        """Wait until every API process listens on the port; False if some did not in time.
+
+        The first API process starts answering only after this: connections opened before
+        the others listen would all stay with it (keep-alive), whatever the kernel does
+        with later ones."""
+        deadline = time.monotonic() + timeout
+        return all(e.wait(max(0.0, deadline - time.monotonic())) for e in self._listening)
 
     def supervise(self, stop: threading.Event) -> None:
         """Restart an API process that died while the server runs (with a growing pause)."""

@@ -61,8 +61,10 @@ def _alive(pid: int) -> bool:
 def test_api_processes_share_the_port_and_one_scheduler_plans(db_url, tmp_path):
     env = {"GPUPOOL_API_WORKERS": "3", "GPUPOOL_LEASE_TTL_S": "3"}
     with ServerProcess(db_url, TOKEN, tmp_path / "server.log", **env) as server:
-        wait_for(lambda: len(_listeners(server.port)) == 3, timeout=30)
+        # Ready means every API process listens: connections opened earlier would all stay
+        # with the first one.
         api_pids = _listeners(server.port)
+        assert len(api_pids) == 3
         assert server.proc.pid in api_pids
         keys = set_up_hub(server.url, gpus=64, tenants=2)
         auth = {"Authorization": f"Bearer {keys['tenant-00']}"}
