@@ -176,28 +176,37 @@ async def submit_burst(base: str, keys: dict[str, str], seconds: float) -> LoadR
     return result
 
 
-async def submit_rate(base: str, keys: dict[str, str], rate: float, seconds: float) -> LoadResult:
+async def submit_rate(
+    base: str, keys: dict[str, str], rate: float, seconds: float, warmup_s: float = 0.0
+) -> LoadResult:
     """Open loop: submits arrive at ``rate`` per second, round-robin over the tenants, whether
     or not earlier ones have been answered. Latency counts from the moment a submit was due,
-    so a server that falls behind shows it (no coordinated omission)."""
+    so a server that falls behind shows it (no coordinated omission).
+
+    Each tenant keeps its own connections, as separate clients would (a submit due while
+    all of its tenant's are busy opens another), so the connections spread over the API
+    processes. The first ``warmup_s`` seconds run at the same rate but their latencies are
+    not recorded (connections opening, caches filling); their submits are still checked."""
     result = LoadResult(0.0, {"submit": OpStats()}, {}, set(), [])
+    warm = LoadResult(0.0, {"submit": OpStats()}, {}, set(), [])
     names = sorted(keys)
-    idle: list[Connection] = []
+    idle: dict[str, list[Connection]] = {name: [] for name in names}
     pending: set[asyncio.Task[None]] = set()
-    start = time.monotonic()
-    total = int(rate * seconds)
+    begin = time.monotonic()
+    start = begin + warmup_s
+    total = int(rate * (warmup_s + seconds))
 
     async def one(i: int, due: float) -> None:
         name = names[i % len(names)]
-        conn = idle.pop() if idle else Connection(base)
+        conn = idle[name].pop() if idle[name] else Connection(base)
         body = {"gpu_class": GPU_CLASS, "gpus": 1, "duration": 3600, "name": f"{name}-r{i}"}
         headers = {"Authorization": f"Bearer {keys[name]}"}
         # Timed from when it was due, not from when this client got round to sending it.
-        await _submit(conn, result, name, headers, body, since=due)
-        idle.append(conn)
+        await _submit(conn, result if due >= start else warm, name, headers, body, since=due)
+        idle[name].append(conn)
 
     for i in range(total):
-        due = start + i / rate
+        due = begin + i / rate
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -206,7 +215,9 @@ async def submit_rate(base: str, keys: dict[str, str], rate: float, seconds: flo
         task.add_done_callback(pending.discard)
     await asyncio.gather(*pending)
     result.duration_s = time.monotonic() - start
-    await asyncio.gather(*(c.close() for c in idle))
+    result.acknowledged |= warm.acknowledged
+    result.errors += warm.errors
+    await asyncio.gather(*(c.close() for conns in idle.values() for c in conns))
     return result
 
 
@@ -282,6 +293,7 @@ def run(
     gpus: int,
     rate: float = 0.0,
     rate_seconds: float = 20.0,
+    rate_warmup_s: float = 0.0,
     workers: int = 1,
     plan_requests: int,
     plan_tenants: int,
@@ -315,9 +327,13 @@ def run(
                 ServerProcess(url, TOKEN, logs / "rate.log", **env) as server,
             ):
                 keys = set_up_hub(server.url, gpus, tenants)
-                result = asyncio.run(submit_rate(server.url, keys, rate, rate_seconds))
+                result = asyncio.run(
+                    submit_rate(server.url, keys, rate, rate_seconds, warmup_s=rate_warmup_s)
+                )
                 out["rate"] = (
-                    result.summary() | {"offered_per_s": rate} | check_database(url, result)
+                    result.summary()
+                    | {"offered_per_s": rate, "warmup_s": rate_warmup_s}
+                    | check_database(url, result)
                 )
         if plan_requests:
             with (

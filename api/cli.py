@@ -260,6 +260,12 @@ def register(cli: Cli) -> None:
             float, typer.Option(min=0, help="Submits per second of the open-loop phase (0: skip).")
         ] = 300.0,
         rate_seconds: Annotated[float, typer.Option(help="Length of the open-loop phase.")] = 20.0,
+        rate_warmup: Annotated[
+            float,
+            typer.Option(
+                min=0, help="Seconds at the same rate before the open-loop phase is measured."
+            ),
+        ] = 5.0,
         workers: Annotated[
             int, typer.Option(min=1, max=64, help="API processes of the server (serve --workers).")
         ] = 1,
@@ -288,6 +294,7 @@ def register(cli: Cli) -> None:
             burst_seconds=burst_seconds,
             rate=rate,
             rate_seconds=rate_seconds,
+            rate_warmup_s=rate_warmup,
             workers=workers,
             gpus=gpus,
             plan_requests=plan_requests,
