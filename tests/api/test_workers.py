@@ -61,8 +61,11 @@ def _alive(pid: int) -> bool:
 def test_api_processes_share_the_port_and_one_scheduler_plans(db_url, tmp_path):
     env = {"GPUPOOL_API_WORKERS": "3", "GPUPOOL_LEASE_TTL_S": "3"}
     with ServerProcess(db_url, TOKEN, tmp_path / "server.log", **env) as server:
-        # Ready means every API process listens: connections opened earlier would all stay
-        # with the first one.
+        # The first process announces itself, and answers, only once every API process
+        # listens (connections opened earlier would all stay with it); the others answer as
+        # soon as they listen, so readiness alone does not prove it.
+        log = tmp_path / "server.log"
+        wait_for(lambda: "with 3 API processes" in log.read_text(), timeout=60)
         api_pids = _listeners(server.port)
         assert len(api_pids) == 3
         assert server.proc.pid in api_pids
