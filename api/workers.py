@@ -4,7 +4,7 @@ One Python process answers requests on one core at most (the interpreter lock). 
 ``--workers N`` the server runs N API processes that share the listening port through
 ``SO_REUSEPORT`` (the kernel spreads connections over them) and one scheduler child that runs
 the cycles and the controller (:mod:`api.scheduler_process`). Every API process wakes the
-scheduler through the same shared event, and through the database as any replica does.
+scheduler through the same shared flag, and through the database as any replica does.
 
 The first API process is ``gpupool serve`` itself; it starts the others and the scheduler,
 restarts any that die, and stops them all when it stops. The others exit when it dies.
@@ -20,9 +20,12 @@ import socket
 import threading
 import time
 from multiprocessing.synchronize import Event as EventType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.settings import Settings
+
+if TYPE_CHECKING:
+    from api.scheduler_process import WakeFlag
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def serve_on(app: Any, sock: socket.socket, log_level: str) -> None:
 def _worker(
     settings: Settings,
     identity: str,
-    wake: EventType,
+    wake: WakeFlag,
     parent_pid: int,
     log_level: str,
     listening: EventType,
@@ -85,7 +88,7 @@ class ApiWorkers:
     """The extra API processes of one server: started, restarted when they die, stopped."""
 
     def __init__(
-        self, count: int, settings: Settings, identity: str, wake: EventType, log_level: str
+        self, count: int, settings: Settings, identity: str, wake: WakeFlag, log_level: str
     ) -> None:
         self._args = (settings, identity, wake, os.getpid(), log_level)
         self._context = multiprocessing.get_context("spawn")

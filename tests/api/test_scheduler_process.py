@@ -85,3 +85,24 @@ def test_the_child_stops_when_its_server_is_killed(tmp_path, sqlite_template):
         wait_for(lambda: not any(_alive(pid) for pid in children), timeout=20)
     finally:
         server.stop(signal.SIGKILL)
+
+
+def _raise_flag(wake) -> None:
+    wake.set()
+
+
+def test_the_wake_flag_crosses_processes_and_is_taken_once():
+    """API processes raise the flag; the scheduler child takes each raise once."""
+    import multiprocessing
+
+    from api.scheduler_process import WakeFlag
+
+    context = multiprocessing.get_context("spawn")
+    wake = WakeFlag(context)
+    assert not wake.take()
+    child = context.Process(target=_raise_flag, args=(wake,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert wake.take(), "a raise in another process is seen"
+    assert not wake.take(), "and taken only once"
