@@ -321,6 +321,7 @@ def run(
                 keys = set_up_hub(server.url, gpus, tenants)
                 result = asyncio.run(submit_burst(server.url, keys, burst_seconds))
                 out["burst"] = result.summary() | check_database(url, result)
+                out["burst"]["errors"] = result.errors[:5]
         if rate:
             with (
                 fresh_database(backend, pg_admin_url, work) as url,
@@ -335,6 +336,7 @@ def run(
                     | {"offered_per_s": rate, "warmup_s": rate_warmup_s}
                     | check_database(url, result)
                 )
+                out["rate"]["errors"] = result.errors[:5]
         if plan_requests:
             with (
                 fresh_database(backend, pg_admin_url, work) as url,
