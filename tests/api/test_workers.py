@@ -152,6 +152,8 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
             timeout=60,
         )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        f"gpupool: error: cannot listen on http://127.0.0.1:{port}:"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"gpupool: error: cannot listen on http://127.0.0.1:{port}:")
     )
