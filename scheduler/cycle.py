@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 import solver
 from scheduler import apply as apply_phase
-from scheduler import fairshare, lifecycle
+from scheduler import fairshare, intents, lifecycle
 from scheduler import snapshot as snapshot_phase
 from scheduler.clock import Clock
 from scheduler.db import session_scope
@@ -140,7 +140,7 @@ def run_cycle(
     # The writes are decided before the write transaction, which then only checks versions
     # and sends them: on SQLite every other writer waits while it runs.
     now = clock.now()
-    prepared = apply_phase.prepare(snap, plan, now) if plan.status != "REFUSED" else None
+    prepared = intents.prepare(snap, plan, now) if plan.status != "REFUSED" else None
     with session_scope(engine) as session:
         _check(fence, session)
         if prepared is not None:

@@ -6,6 +6,7 @@ from sqlmodel import select
 
 import solver
 from scheduler import apply as apply_phase
+from scheduler import intents
 from scheduler import snapshot as snapshot_phase
 from scheduler.cycle import decide, solver_config
 from scheduler.db import session_scope
@@ -25,7 +26,7 @@ def test_request_cancelled_after_snapshot_is_left_alone(op, engine, settings, cl
     assert not violations and r["id"] in plan.assignments
     ok(op.post(f"/v1/requests/{r['id']}/cancel", headers=acme))
     with session_scope(engine) as s:
-        applied = apply_phase.apply_plan(s, apply_phase.prepare(snap, plan, clock.now()))
+        applied = apply_phase.apply_plan(s, intents.prepare(snap, plan, clock.now()))
     assert applied.stale == 1 and applied.activated == 0
     assert ok(op.get(f"/v1/requests/{r['id']}", headers=acme))["state"] == "cancelled"
     with session_scope(engine) as s:
@@ -53,7 +54,7 @@ def test_opening_rechecks_the_nodes(op, engine, settings, clock, cycle):
     with session_scope(engine, write=False) as s:
         snap = snapshot_phase.take(s, clock.now(), settings)
     with session_scope(engine) as s:
-        applied = apply_phase.apply_plan(s, apply_phase.prepare(snap, forged, clock.now()))
+        applied = apply_phase.apply_plan(s, intents.prepare(snap, forged, clock.now()))
     assert applied.activated == 0 and applied.stale == 1
     assert ok(op.get(f"/v1/requests/{second['id']}", headers=acme))["state"] == "pending"
 
@@ -176,7 +177,7 @@ def test_apply_writes_the_fresh_requests_and_skips_the_stale_one(op, engine, set
     assert not violations and all(r["id"] in plan.assignments for r in reqs)
     ok(op.post(f"/v1/requests/{reqs[1]['id']}/cancel", headers=acme))
     with session_scope(engine) as s:
-        applied = apply_phase.apply_plan(s, apply_phase.prepare(snap, plan, clock.now()))
+        applied = apply_phase.apply_plan(s, intents.prepare(snap, plan, clock.now()))
     assert (applied.activated, applied.stale) == (2, 1)
     states = [ok(op.get(f"/v1/requests/{r['id']}", headers=acme))["state"] for r in reqs]
     assert states == ["active", "cancelled", "active"]
