@@ -1,4 +1,5 @@
-"""Last phase of a cycle: write a validated plan in one transaction.
+"""Last phase of a cycle: write a validated plan, in one transaction per part
+(:func:`scheduler.intents.split`).
 
 The writes come decided (:mod:`scheduler.intents`). Every request is guarded by the version
 it had in the snapshot; one that changed since (a cancel, say) is left to the next cycle.
@@ -9,7 +10,7 @@ database, so a plan built on a stale snapshot can never double-book a GPU.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, insert, or_, update
@@ -147,25 +148,31 @@ class ReservationWriter:
 
 
 def apply_plan(session: Session, prepared: Prepared) -> Applied:
-    """Write a prepared plan in the caller's transaction."""
-    snap, plan, now = prepared.snap, prepared.plan, prepared.now
+    """Write a prepared plan (or one part of it) in the caller's transaction."""
+    snap, now = prepared.snap, prepared.now
     out = Applied()
     # Preemptions first: they return the GPUs that new reservations may open on. Those due
-    # later are recorded on the victim, so the stored plan never double-books and the
-    # borrower sees when its GPUs will be reclaimed.
-    later: dict[int, solver.Preemption] = {}
-    for p in plan.preemptions:
-        if p.at > snap.problem.now and from_epoch(p.at) > now:
-            later[p.request_id] = p
-        else:
-            out.preempted += _preempt(session, p, now)
-    _schedule_reclaims(session, later, now)
+    # later are recorded on the victim (and reclaims the plan no longer wants are dropped),
+    # so the stored plan never double-books and the borrower sees when its GPUs go back.
+    if prepared.first:
+        later: dict[int, solver.Preemption] = {}
+        for p in prepared.plan.preemptions:
+            if p.at > snap.problem.now and from_epoch(p.at) > now:
+                later[p.request_id] = p
+            else:
+                out.preempted += _preempt(session, p, now)
+        _schedule_reclaims(session, later, now)
 
     # An opening re-checks its nodes against the reservations open in the database now. It
     # counts as taken from here on; if its own write then turns out stale, its GPUs stay
     # free until the next cycle, which is the safe side.
-    usage = _open_usage(session)
-    capacity = {n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained}
+    opening = any(it.outcome is Outcome.ACTIVATE for it in prepared.intents)
+    usage = _open_usage(session) if opening else {}
+    capacity = (
+        {n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained}
+        if opening
+        else {}
+    )
     accepted: list[Intent] = []
     for it in prepared.intents:
         if it.outcome is Outcome.ACTIVATE and it.assignment is not None:
@@ -200,6 +207,11 @@ def apply_plan(session: Session, prepared: Prepared) -> Applied:
     writer.flush()
     _drop_reservations(session, dropped)
     return out
+
+
+def merge(a: Applied, b: Applied) -> Applied:
+    """The counts of two parts of one apply together."""
+    return Applied(*(x + y for x, y in zip(astuple(a), astuple(b), strict=True)))
 
 
 def _drop_reservations(session: Session, ids: list[int]) -> None:

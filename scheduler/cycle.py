@@ -2,9 +2,10 @@
 
 ``advance`` closes windows that have passed; ``snapshot`` reads the state in one transaction
 into an immutable :class:`~scheduler.snapshot.Snapshot`; ``solve`` and ``validate`` are pure
-(the solver package); ``apply`` writes in one transaction with optimistic concurrency. A plan
-that fails validation is never applied: the cycle falls back to the greedy planner, and if that
-plan fails too, applies nothing and says why.
+(the solver package); ``apply`` writes with optimistic concurrency, in short transactions
+(:func:`scheduler.intents.split`: each leaves a valid stored plan). A plan that fails
+validation is never applied: the cycle falls back to the greedy planner, and if that plan
+fails too, applies nothing and says why.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from scheduler.settings import Settings
 from scheduler.tables import CycleRunRow
 
 log = logging.getLogger(__name__)
+
+#: New planned reservations per write transaction (about 10 ms of SQLite's write lock).
+APPLY_PART = 100
 
 
 @dataclass
@@ -90,6 +94,31 @@ def decide(
     return empty, [str(v) for v in violations], why
 
 
+def _cycle_row(result: CycleResult, violations: int, fallback: str | None) -> CycleRunRow:
+    return CycleRunRow(
+        started_at=result.started_at,
+        planner=result.planner,
+        status=result.status,
+        objective=result.objective,
+        bound=result.bound,
+        gap=result.gap,
+        requests=result.requests,
+        placed=result.placed,
+        activated=result.applied.activated,
+        preempted=result.applied.preempted,
+        rejected=result.applied.rejected,
+        stale=result.applied.stale,
+        violations=violations,
+        fallback=fallback,
+        error=result.error,
+        advance_s=result.timings["advance"],
+        snapshot_s=result.timings["snapshot"],
+        solve_s=result.timings["solve"],
+        validate_s=result.timings["validate"],
+        apply_s=result.timings["apply"],
+    )
+
+
 class NotLeader(RuntimeError):
     """This replica does not hold the leader lease (any more): the cycle wrote nothing."""
 
@@ -137,41 +166,25 @@ def run_cycle(
     result.timings["validate"] = max(0.0, result.timings["decide"] - plan.solve_time_s)
     if plan.status == "REFUSED":
         result.error = fallback
-    # The writes are decided before the write transaction, which then only checks versions
-    # and sends them: on SQLite every other writer waits while it runs.
+    # The writes are decided before the write transactions, which then only check versions
+    # and send them: on SQLite every other writer waits while one runs, so the new planned
+    # reservations go in parts of APPLY_PART (each part leaves a valid stored plan).
     now = clock.now()
-    prepared = intents.prepare(snap, plan, now) if plan.status != "REFUSED" else None
-    with session_scope(engine) as session:
-        _check(fence, session)
-        if prepared is not None:
-            with lifecycle.buffered_events(session):
-                result.applied = apply_phase.apply_plan(session, prepared)
-        t4 = time.perf_counter()
-        result.timings["apply"] = t4 - t3
-        session.add(
-            CycleRunRow(
-                started_at=result.started_at,
-                planner=result.planner,
-                status=result.status,
-                objective=result.objective,
-                bound=result.bound,
-                gap=result.gap,
-                requests=result.requests,
-                placed=result.placed,
-                activated=result.applied.activated,
-                preempted=result.applied.preempted,
-                rejected=result.applied.rejected,
-                stale=result.applied.stale,
-                violations=len(violations),
-                fallback=fallback,
-                error=result.error,
-                advance_s=result.timings["advance"],
-                snapshot_s=result.timings["snapshot"],
-                solve_s=result.timings["solve"],
-                validate_s=result.timings["validate"],
-                apply_s=result.timings["apply"],
-            )
-        )
+    parts = (
+        intents.split(intents.prepare(snap, plan, now), APPLY_PART)
+        if plan.status != "REFUSED"
+        else []
+    )
+    for i, part in enumerate(parts or [None]):
+        with session_scope(engine) as session:
+            _check(fence, session)
+            if part is not None:
+                with lifecycle.buffered_events(session):
+                    applied = apply_phase.apply_plan(session, part)
+                result.applied = apply_phase.merge(result.applied, applied)
+            if i == max(len(parts) - 1, 0):
+                result.timings["apply"] = time.perf_counter() - t3
+                session.add(_cycle_row(result, len(violations), fallback))
     with session_scope(engine, write=False) as session:
         result.next_event = apply_phase.next_event(session, now)
     t = result.timings

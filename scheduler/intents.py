@@ -8,7 +8,7 @@ versions and free GPUs and sends the writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -45,12 +45,42 @@ class Intent:
 
 @dataclass
 class Prepared:
-    """A plan turned into writes, ready to apply (:func:`prepare`)."""
+    """A plan turned into writes, ready to apply (:func:`prepare`), or one part of them
+    (:func:`split`); only the ``first`` part writes the plan's preemptions and reclaims."""
 
     snap: Snapshot
     plan: solver.Plan
     now: datetime
     intents: list[Intent]
+    first: bool = True
+
+
+def _adds(it: Intent) -> bool:
+    """A new planned reservation for a request that holds none: adding it to a stored plan
+    that is already part of this plan keeps the stored plan part of this plan."""
+    return (
+        it.outcome is Outcome.PLAN
+        and it.existing is None
+        and it.reservation is ReservationState.PLANNED
+    )
+
+
+def split(prepared: Prepared, size: int) -> list[Prepared]:
+    """The writes in parts of about ``size`` new reservations, each for its own transaction,
+    so that no single write transaction holds SQLite's write lock for long.
+
+    The first part holds everything that moves, opens, drops or preempts; the later parts only
+    add new planned reservations. After each part, the stored plan is part of the new plan
+    (the first part brings every stored reservation to where the new plan has it), so it
+    never double-books between parts."""
+    adds = [it for it in prepared.intents if _adds(it)]
+    rest = [it for it in prepared.intents if not _adds(it)]
+    head = replace(prepared, intents=rest + adds[:size])
+    tail = [
+        replace(prepared, intents=adds[i : i + size], first=False)
+        for i in range(size, len(adds), size)
+    ]
+    return [head, *tail]
 
 
 def prepare(snap: Snapshot, plan: solver.Plan, now: datetime) -> Prepared:

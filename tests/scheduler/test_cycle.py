@@ -6,14 +6,16 @@ from sqlmodel import select
 
 import solver
 from scheduler import apply as apply_phase
+from scheduler import cycle as cycle_module
 from scheduler import intents
 from scheduler import snapshot as snapshot_phase
-from scheduler.cycle import decide, solver_config
+from scheduler.cycle import decide, run_cycle, solver_config
 from scheduler.db import session_scope
 from scheduler.domain import OPERATOR
 from scheduler.services import requests as request_service
 from scheduler.tables import ReservationRow
 from tests.api.helpers import make_pool, make_tenant, ok, submit
+from tests.invariants import plan_violations
 
 
 def test_request_cancelled_after_snapshot_is_left_alone(op, engine, settings, clock):
@@ -188,3 +190,58 @@ def test_apply_writes_the_fresh_requests_and_skips_the_stale_one(op, engine, set
     with session_scope(engine) as s:
         active = s.exec(select(ReservationRow).where(ReservationRow.state == "active")).all()
     assert sorted(res.request_id for res in active) == [reqs[0]["id"], reqs[2]["id"]]
+
+
+def test_apply_in_parts_never_leaves_a_double_booked_plan(op, engine, settings, clock, monkeypatch):
+    """A cycle that moves stored reservations and adds new ones writes in several
+    transactions; the stored plan is valid after every one of them, and whole at the end."""
+    make_pool(op, nodes=1)
+    low = make_tenant(op, "low", guaranteed=0, limit=8)
+    high = make_tenant(op, "high", guaranteed=8, limit=8)
+    queued = [submit(op, low, gpus=8)["id"] for _ in range(3)]
+    run_cycle(engine, settings, clock)
+    before = {r: ok(op.get(f"/v1/requests/{r}", headers=low))["planned_start"] for r in queued}
+    added = [submit(op, high, gpus=8)["id"] for _ in range(3)]
+
+    monkeypatch.setattr(cycle_module, "APPLY_PART", 1)
+    seen: list[list[str]] = []
+
+    def fence(_session):  # runs first in every write transaction of the cycle
+        seen.append(plan_violations(engine))
+        return True
+
+    result = run_cycle(engine, settings, clock, fence=fence)
+    # advance, then the part that moves the borrowed plan aside and adds one, then one each
+    assert len(seen) == 1 + len(added)
+    assert all(v == [] for v in seen), seen
+    assert plan_violations(engine) == []
+    assert result.applied.stale == 0
+    after = {r: ok(op.get(f"/v1/requests/{r}", headers=low))["planned_start"] for r in queued}
+    assert after != before  # the first part moved stored reservations
+    states = {ok(op.get(f"/v1/requests/{r}", headers=high))["state"] for r in added}
+    assert states <= {"planned", "active"}
+
+
+def test_split_puts_every_write_in_exactly_one_part():
+    """Pure: moves, openings and drops come first (with the plan's preemptions); new planned
+    reservations follow in parts of the given size."""
+    a = solver.Assignment(1, (("n", 1),), 0, 60, solver.ReservationKind.BORROWED)
+
+    def intent(i: int, outcome: intents.Outcome, existing: int | None, state=None):
+        return intents.Intent(i, outcome, None, a, state, existing)  # type: ignore[arg-type]
+
+    plan_state = intents.ReservationState.PLANNED
+    adds = [intent(i, intents.Outcome.PLAN, None, plan_state) for i in range(5)]
+    others = [
+        intent(10, intents.Outcome.PLAN, 3, plan_state),  # a move
+        intent(11, intents.Outcome.ACTIVATE, None, intents.ReservationState.ACTIVE),
+        intent(12, intents.Outcome.WAIT, 4),  # a drop
+        intent(13, intents.Outcome.PLAN, None, None),  # unchanged
+    ]
+    mixed = [adds[0], others[0], adds[1], others[1], others[2], adds[2], adds[3], others[3]]
+    mixed.append(adds[4])
+    whole = intents.Prepared(None, None, None, mixed)  # type: ignore[arg-type]
+    parts = intents.split(whole, 2)
+    assert [[it.ref for it in p.intents] for p in parts] == [[10, 11, 12, 13, 0, 1], [2, 3], [4]]
+    assert [p.first for p in parts] == [True, False, False]
+    assert intents.split(whole, 10)[0].intents == others + adds
