@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler import heap
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
 from scheduler.leader import LeaderLease, replica_identity
@@ -109,6 +110,7 @@ def run(settings: Settings, identity: str, wake: WakeFlag, parent_pid: int, log_
                 runner.trigger("api")
 
     threading.Thread(target=forward_wakes, name="gpupool-wake", daemon=True).start()
+    heap.freeze_startup()
     log.info("scheduler process %s started (replica %s)", os.getpid(), identity)
     while not stop.wait(0.5):
         if os.getppid() != parent_pid:  # the API process is gone: so are we

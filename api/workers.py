@@ -22,6 +22,7 @@ import time
 from multiprocessing.synchronize import Event as EventType
 from typing import TYPE_CHECKING, Any
 
+from scheduler import heap
 from scheduler.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def serve_on(app: Any, sock: socket.socket, log_level: str) -> None:
     import uvicorn
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False)
+    heap.freeze_startup()  # later full collections walk only what requests leave behind
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -18,6 +18,8 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Session, create_engine
 
+from scheduler import heap
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores aware datetimes as UTC and gives them back aware, on SQLite and PostgreSQL alike.
@@ -177,6 +179,7 @@ class WriteLock:
         try:
             if self._depth == 0:
                 fcntl.flock(self._file(), fcntl.LOCK_EX)
+                heap.pause()  # a collection now would stop every writer of the database
             self._depth += 1
         except BaseException:
             self._lock.release()
@@ -188,6 +191,7 @@ class WriteLock:
             self._depth -= 1
             if self._depth == 0 and self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+                heap.resume()
         finally:
             self._lock.release()
 
