@@ -120,7 +120,8 @@ def _cycle_row(result: CycleResult, violations: int, fallback: str | None) -> Cy
 
 
 class NotLeader(RuntimeError):
-    """This replica does not hold the leader lease (any more): the cycle wrote nothing."""
+    """This replica does not hold the leader lease (any more): the cycle wrote nothing more
+    (parts of its apply already committed are a valid stored plan)."""
 
 
 Fence = Callable[[Session], bool]
@@ -170,19 +171,17 @@ def run_cycle(
     # and send them: on SQLite every other writer waits while one runs, so the new planned
     # reservations go in parts of APPLY_PART (each part leaves a valid stored plan).
     now = clock.now()
-    parts = (
-        intents.split(intents.prepare(snap, plan, now), APPLY_PART)
-        if plan.status != "REFUSED"
-        else []
-    )
-    for i, part in enumerate(parts or [None]):
+    parts: list[intents.Prepared | None] = [None]  # a refused plan writes only its record
+    if plan.status != "REFUSED":
+        parts = [*intents.split(intents.prepare(snap, plan, now), APPLY_PART)]
+    for i, part in enumerate(parts, start=1):
         with session_scope(engine) as session:
             _check(fence, session)
             if part is not None:
                 with lifecycle.buffered_events(session):
                     applied = apply_phase.apply_plan(session, part)
                 result.applied = apply_phase.merge(result.applied, applied)
-            if i == max(len(parts) - 1, 0):
+            if i == len(parts):  # the last transaction records the cycle
                 result.timings["apply"] = time.perf_counter() - t3
                 session.add(_cycle_row(result, len(violations), fallback))
     with session_scope(engine, write=False) as session:
