@@ -23,10 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from scheduler.db import session_scope
+from scheduler.db import insert_for, session_scope
 from scheduler.tables import LeaderLeaseRow
 
 LEASE_NAME = "cycle"
@@ -64,12 +63,11 @@ class LeaderLease:
 
     def _ensure_row(self, session: Session) -> None:
         if session.get(LeaderLeaseRow, LEASE_NAME) is None:
-            try:
-                with session.begin_nested():
-                    session.add(LeaderLeaseRow(name=LEASE_NAME))
-                    session.flush()
-            except IntegrityError:
-                pass  # another replica created it first
+            # Replicas starting together race to create it; the loser's insert does nothing
+            # (no duplicate-key error in PostgreSQL's log at every start).
+            table = LeaderLeaseRow.__table__  # type: ignore[attr-defined]
+            insert = insert_for(session)(table).values(name=LEASE_NAME)
+            session.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
 
     def acquire_or_renew(self) -> bool:
         """Take the lease if it is free or expired, renew it if it is ours; True if we hold it."""

@@ -19,13 +19,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Table, func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from scheduler import idle
+from scheduler.db import insert_for
 from scheduler.domain import Principal, ReservationState
 from scheduler.errors import InvalidInput
 from scheduler.settings import Settings
@@ -236,23 +235,13 @@ class _Buckets:
             }
             for (start, rid), f in sorted(self.deltas.items())
         ]
-        stmt = _insert_for(session)(_BUCKET_TABLE)
+        stmt = insert_for(session)(_BUCKET_TABLE)
         added = ("samples", "measured_gpu_s", "used_gpu_s", "idle_gpu_s", "energy_j")
         stmt = stmt.on_conflict_do_update(
             index_elements=["bucket_start", "node", "reservation_id"],
             set_={name: _BUCKET_TABLE.c[name] + stmt.excluded[name] for name in added},
         )
         session.execute(stmt, rows)
-
-
-def _insert_for(session: Session) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL alike)."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    raise RuntimeError(f"usage accounting supports SQLite and PostgreSQL, not {name}")
 
 
 def _holdings(session: Session, node: str, lo: datetime, hi: datetime) -> list[Holding]:

@@ -63,3 +63,27 @@ def test_replan_requests_are_coalesced(db_url):
         assert 1 <= len(writes) <= 2
     finally:
         engine.dispose()
+
+
+def test_replicas_starting_together_create_one_lease_row(db_url):
+    """The second replica's insert meets the first one's uncommitted row: it waits, then
+    does nothing, and takes no lease the first one holds."""
+    engine = make_engine(db_url)
+    first, second = LeaderLease(engine, "first"), LeaderLease(engine, "second")
+    outcome: list[bool] = []
+    try:
+        with session_scope(engine) as s:
+            first._ensure_row(s)
+            s.flush()
+            late = threading.Thread(target=lambda: outcome.append(second.acquire_or_renew()))
+            late.start()
+            late.join(timeout=0.3)
+            assert late.is_alive()  # waiting for the first transaction to end
+        late.join(timeout=10)
+        assert outcome == [True]  # the row it found was free
+        assert not first.acquire_or_renew()
+        with session_scope(engine, write=False) as s:
+            rows = s.execute(select(LeaderLeaseRow)).scalars().all()
+        assert [(r.name, r.holder) for r in rows] == [(LEASE_NAME, "second")]
+    finally:
+        engine.dispose()
