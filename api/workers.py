@@ -45,13 +45,27 @@ def listening_socket(host: str, port: int, *, shared: bool = True) -> socket.soc
     return sock
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def serve_on(app: Any, sock: socket.socket, log_level: str) -> None:
-    """Run uvicorn on an already bound socket until it is told to stop."""
+    """Run uvicorn on an already bound socket until it is told to stop; returns after a
+    graceful shutdown (from the main thread: it installs signal handlers)."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False)
+    server = uvicorn.Server(config)
     heap.freeze_startup()  # later full collections walk only what requests leave behind
-    uvicorn.Server(config).run(sockets=[sock])
+    # After a graceful shutdown on SIGTERM or SIGINT, uvicorn raises the signal again for the
+    # handler it found installed; the default one would kill this process before its caller
+    # stops the other processes and releases what it holds. This one only asks uvicorn to
+    # stop (which also covers a signal that comes before uvicorn installs its own).
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in STOP_SIGNALS}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _worker(

@@ -63,7 +63,10 @@ def test_cycles_run_in_the_child_and_stop_with_the_server(db_url, tmp_path):
             # this replica leads through its child, and the API process itself runs no cycles
             assert status["is_leader"] and status["leader"] == status["replica"], status
             assert status["cycles_run_here"] is None and status["last_cycle"], status
-        server.stop(signal.SIGTERM)
+        # a graceful stop: the server stops its child itself and exits 0
+        assert server.stop(signal.SIGTERM) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert "the server process died" not in log and "leaked" not in log, log[-2000:]
     deadline = time.monotonic() + 20
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)

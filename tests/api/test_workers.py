@@ -90,9 +90,11 @@ def test_api_processes_share_the_port_and_one_scheduler_plans(db_url, tmp_path):
             wait_for(all_active, timeout=60)
             status = c.get("/v1/scheduler", headers=OP).json()
             assert status["is_leader"] and status["cycles_run_here"] is None, status
-        server.stop(signal.SIGTERM)
+        assert server.stop(signal.SIGTERM) == 0  # it stopped the others itself
     others = api_pids - {server.proc.pid}
     wait_for(lambda: not any(_alive(p) for p in others), timeout=30)
+    text = (tmp_path / "server.log").read_text()
+    assert "the server process died" not in text and "leaked" not in text, text[-2000:]
 
 
 def test_api_processes_stop_when_the_server_is_killed(tmp_path, sqlite_template):
