@@ -166,13 +166,13 @@ def apply_plan(session: Session, prepared: Prepared) -> Applied:
     # An opening re-checks its nodes against the reservations open in the database now. It
     # counts as taken from here on; if its own write then turns out stale, its GPUs stay
     # free until the next cycle, which is the safe side.
-    opening = any(it.outcome is Outcome.ACTIVATE for it in prepared.intents)
-    usage = _open_usage(session) if opening else {}
-    capacity = (
-        {n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained}
-        if opening
-        else {}
-    )
+    usage: dict[str, int] = {}
+    capacity: dict[str, int] = {}
+    if any(it.outcome is Outcome.ACTIVATE for it in prepared.intents):
+        usage = _open_usage(session)
+        capacity = {
+            n.name: n.gpus for n in session.exec(select(NodeRow)) if n.ready and not n.drained
+        }
     accepted: list[Intent] = []
     for it in prepared.intents:
         if it.outcome is Outcome.ACTIVATE and it.assignment is not None:

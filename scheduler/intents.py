@@ -73,8 +73,10 @@ def split(prepared: Prepared, size: int) -> list[Prepared]:
     add new planned reservations. After each part, the stored plan is part of the new plan
     (the first part brings every stored reservation to where the new plan has it), so it
     never double-books between parts."""
-    adds = [it for it in prepared.intents if _adds(it)]
-    rest = [it for it in prepared.intents if not _adds(it)]
+    adds: list[Intent] = []
+    rest: list[Intent] = []
+    for it in prepared.intents:
+        (adds if _adds(it) else rest).append(it)
     head = replace(prepared, intents=rest + adds[:size])
     tail = [
         replace(prepared, intents=adds[i : i + size], first=False)
