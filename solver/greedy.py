@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from solver.explain import explain, static_reason
 from solver.grid import build_grid
@@ -184,14 +184,27 @@ def place_in_order(
 
     for pl in keep:
         book(pl)
+    # A request that found no start fails the same way for every request of the same shape
+    # until the ledger changes: a long queue of look-alikes past a full horizon is searched
+    # and explained once per shape, not once per request.
+    failed: dict[tuple[object, ...], Unplaced] = {}
+    failed_at = ledger.version
     for req in order:
         why = static_reason(ledger, req)
         if why is not None:
             unplaced[req.id] = why
             continue
+        if ledger.version != failed_at:
+            failed.clear()
+            failed_at = ledger.version
+        key = _shape(req, weights)
+        known = failed.get(key)
+        if known is not None:
+            unplaced[req.id] = replace(known, request_id=req.id)
+            continue
         found = place_one(ledger, req, weights)
         if found is None:
-            unplaced[req.id] = explain(ledger, req)
+            unplaced[req.id] = failed[key] = explain(ledger, req)
             continue
         book(found)
     plan = Plan(
@@ -202,6 +215,22 @@ def place_in_order(
         planner=planner,
     )
     return Schedule(_finish(problem, plan, weights, started), placements)
+
+
+def _shape(req: Request, weights: Weights) -> tuple[object, ...]:
+    """Everything :func:`place_one` and :func:`~solver.explain.explain` read of a request
+    besides its id (its previous nodes only break ties between feasible placements)."""
+    return (
+        req.tenant,
+        req.gpu_class,
+        req.gpus,
+        req.gpus_per_node,
+        req.duration_s,
+        req.not_before,
+        req.deadline,
+        req.preemptible,
+        weights.value[req.id],  # with the entitlement bonus: entitled or not
+    )
 
 
 def _finish(problem: Problem, plan: Plan, weights: Weights, started: float) -> Plan:
