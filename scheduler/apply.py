@@ -4,7 +4,9 @@
 The writes come decided (:mod:`scheduler.intents`). Every request is guarded by the version
 it had in the snapshot; one that changed since (a cancel, say) is left to the next cycle.
 Opening a reservation re-checks the nodes' free GPUs against the open reservations in the
-database, so a plan built on a stale snapshot can never double-book a GPU.
+database, so a plan built on a stale snapshot can never double-book a GPU; and no part is
+written once an open reservation was extended after the snapshot, so the stored future plan
+never over-commits the longer window either.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from sqlmodel import Session, col, select
 import solver
 from scheduler import lifecycle
 from scheduler.clock import from_epoch
-from scheduler.db import UTCDateTime
+from scheduler.db import PLAN_WINDOWS_LOCK, UTCDateTime, take_turns
 from scheduler.domain import RequestState, ReservationState
 from scheduler.intents import Intent, Outcome, Prepared
-from scheduler.snapshot import RequestRef
+from scheduler.snapshot import RequestRef, Snapshot
 from scheduler.tables import NodeRow, RequestRow, ReservationNodeRow, ReservationRow
 
 log = logging.getLogger(__name__)
@@ -206,7 +208,36 @@ def apply_plan(session: Session, prepared: Prepared) -> Applied:
             out.rejected += 1
     writer.flush()
     _drop_reservations(session, dropped)
+    _check_extensions(session, snap)
     return out
+
+
+class Extended(RuntimeError):
+    """An open reservation was extended after the snapshot: the plan may put new work in its
+    longer window, so the part being written is rolled back and the rest left to the next
+    cycle (the extension asked for one)."""
+
+
+def _check_extensions(session: Session, snap: Snapshot) -> None:
+    """Raise :class:`Extended` if an open reservation of the snapshot ends later now.
+
+    Extensions and these checks take turns (:func:`scheduler.db.take_turns`) until their
+    transactions commit: either the extension committed first and this check sees it, or it
+    checks the plan after this part is in it."""
+    take_turns(session, PLAN_WINDOWS_LOCK)
+    rows = session.exec(
+        select(ReservationRow.id, ReservationRow.end).where(
+            ReservationRow.state == ReservationState.ACTIVE.value
+        )
+    )
+    longer = sorted(
+        rid for rid, end in rows if rid in snap.active_ends and end > snap.active_ends[rid]
+    )
+    if longer:
+        raise Extended(
+            f"reservation {longer[0]} was extended after the snapshot; the rest of the plan "
+            "is left to the next cycle"
+        )
 
 
 def merge(a: Applied, b: Applied) -> Applied:

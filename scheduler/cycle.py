@@ -174,16 +174,28 @@ def run_cycle(
     parts: list[intents.Prepared | None] = [None]  # a refused plan writes only its record
     if plan.status != "REFUSED":
         parts = [*intents.split(intents.prepare(snap, plan, now), APPLY_PART)]
+
+    def record(session: Session) -> None:
+        result.timings["apply"] = time.perf_counter() - t3
+        session.add(_cycle_row(result, len(violations), fallback))
+
     for i, part in enumerate(parts, start=1):
-        with session_scope(engine) as session:
-            _check(fence, session)
-            if part is not None:
-                with lifecycle.buffered_events(session):
-                    applied = apply_phase.apply_plan(session, part)
-                result.applied = apply_phase.merge(result.applied, applied)
-            if i == len(parts):  # the last transaction records the cycle
-                result.timings["apply"] = time.perf_counter() - t3
-                session.add(_cycle_row(result, len(violations), fallback))
+        try:
+            with session_scope(engine) as session:
+                _check(fence, session)
+                if part is not None:
+                    with lifecycle.buffered_events(session):
+                        applied = apply_phase.apply_plan(session, part)
+                    result.applied = apply_phase.merge(result.applied, applied)
+                if i == len(parts):  # the last transaction records the cycle
+                    record(session)
+        except apply_phase.Extended as exc:
+            log.warning("apply stopped after %d of %d parts: %s", i - 1, len(parts), exc)
+            result.error = str(exc)
+            with session_scope(engine) as session:
+                _check(fence, session)
+                record(session)
+            break
     with session_scope(engine, write=False) as session:
         result.next_event = apply_phase.next_event(session, now)
     t = result.timings

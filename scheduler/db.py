@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -121,6 +121,20 @@ def insert_for(session: Session) -> Any:
     if name == "sqlite":
         return sqlite.insert
     raise RuntimeError(f"gpupool supports SQLite and PostgreSQL, not {name}")
+
+
+#: Advisory lock keys (PostgreSQL): one number per kind of writer that must take turns.
+PLAN_WINDOWS_LOCK = 0x6770_7077  # a cycle's plan writes and window extensions
+
+
+def take_turns(session: Session, key: int) -> None:
+    """Wait until no other transaction holds ``key``, and hold it until this one ends.
+
+    PostgreSQL only (an advisory lock): SQLite lets one writer in at a time anyway. Taken
+    as a transaction's last lock, it cannot close a cycle of waits with the row locks.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 @contextmanager

@@ -70,7 +70,7 @@ class Snapshot:
     rejections: dict[int, Rejection]
     deferred: dict[int, tuple[str, str]]
     planned: dict[int, PlannedRef]
-    active_reservation: dict[int, int]
+    active_ends: dict[int, datetime]  # open reservation id -> its end as read
     contexts: dict[int, reasons.Context] = field(default_factory=dict)
 
 
@@ -224,7 +224,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
 
     running: list[solver.Running] = []
     planned: dict[int, PlannedRef] = {}
-    active_reservation: dict[int, int] = {}
+    active_ends: dict[int, datetime] = {}
     waiting_ids = {r.id for r in requests}
     priorities = {r.id: (r.priority, r.preemptible) for r in waiting}
     active_ids = [r.request_id for r in live if r.state == ReservationState.ACTIVE.value]
@@ -240,7 +240,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
         alloc = solver.allocation_of(allocations.get(res.id, {}))
         kind = solver.ReservationKind(res.kind)
         if res.state == ReservationState.ACTIVE.value:
-            active_reservation[res.request_id] = res.id
+            active_ends[res.id] = res.end
             priority, preemptible = priorities.get(res.request_id, (0, True))
             running.append(
                 solver.Running(
@@ -289,7 +289,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
         rejections=rejections,
         deferred=deferred,
         planned=planned,
-        active_reservation=active_reservation,
+        active_ends=active_ends,
         contexts=contexts,
     )
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, col, select
 
 from scheduler import budget, lifecycle
+from scheduler.db import PLAN_WINDOWS_LOCK, take_turns
 from scheduler.domain import Principal, RequestState, ReservationKind, ReservationState
 from scheduler.errors import Conflict, InvalidInput, InvalidState, NoRoom
 from scheduler.services.requests import allocation_of, get_visible
@@ -55,6 +56,9 @@ def extend(
     old_end, new_end = res.end, res.end + extra
     if req.deadline is not None and new_end > req.deadline:
         raise InvalidInput.field("duration", "the window would end after the request's deadline")
+    # A cycle writing its plan takes this turn too: one of the two sees the other's writes
+    # (scheduler.apply); the request row is locked already, the turn comes last.
+    take_turns(session, PLAN_WINDOWS_LOCK)
     allocation = allocation_of(session, res)
     _check_nodes(session, res, allocation, old_end, new_end)
     _check_quota(session, req, res, old_end, new_end, now, seconds)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from sqlmodel import select
 
 import solver
@@ -220,6 +223,64 @@ def test_apply_in_parts_never_leaves_a_double_booked_plan(op, engine, settings, 
     assert after != before  # the first part moved stored reservations
     states = {ok(op.get(f"/v1/requests/{r}", headers=high))["state"] for r in added}
     assert states <= {"planned", "active"}
+
+
+def test_an_extension_during_planning_keeps_the_stored_plan_valid(op, engine, settings, clock):
+    """A window extended after the snapshot may overlap what the plan puts after its old
+    end: the cycle writes none of that, and the next cycle plans around the new end."""
+    make_pool(op, nodes=1)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=16)
+    running = submit(op, acme, gpus=8, duration=3600)["id"]
+    run_cycle(engine, settings, clock)
+    assert ok(op.get(f"/v1/requests/{running}", headers=acme))["state"] == "active"
+    waiting = submit(op, acme, gpus=8, duration=3600)["id"]
+
+    def plan_while_extending(problem, config):
+        plan = solver.plan(problem, config)
+        assert waiting in plan.assignments  # right after the running window, as read
+        ok(op.post(f"/v1/requests/{running}/extend", json={"duration": 1800}, headers=acme))
+        return plan
+
+    result = run_cycle(engine, settings, clock, plan_fn=plan_while_extending)
+    assert result.error is not None and "extended after the snapshot" in result.error
+    assert plan_violations(engine) == []
+    assert ok(op.get(f"/v1/requests/{waiting}", headers=acme))["state"] == "pending"
+
+    run_cycle(engine, settings, clock)
+    assert plan_violations(engine) == []
+    after = ok(op.get(f"/v1/requests/{waiting}", headers=acme))
+    extended = ok(op.get(f"/v1/requests/{running}", headers=acme))
+    assert after["state"] == "planned" and after["planned_start"] >= extended["planned_end"]
+
+
+def test_an_extension_waits_for_a_part_being_written_then_sees_it(op, engine, settings, clock):
+    """The other order: a part and an extension take turns until the part commits, so an
+    extension that comes meanwhile checks the plan with that part in it."""
+    make_pool(op, nodes=1)
+    acme = make_tenant(op, "acme", guaranteed=8, limit=16)
+    running = submit(op, acme, gpus=8, duration=3600)["id"]
+    run_cycle(engine, settings, clock)
+    waiting = submit(op, acme, gpus=8, duration=3600)["id"]
+    with session_scope(engine, write=False) as s:
+        snap = snapshot_phase.take(s, clock.now(), settings)
+    plan, _, _ = decide(snap.problem, solver_config(settings))
+    assert waiting in plan.assignments
+    answers: list[Any] = []
+
+    def extend() -> None:
+        answers.append(
+            op.post(f"/v1/requests/{running}/extend", json={"duration": 1800}, headers=acme)
+        )
+
+    extension = threading.Thread(target=extend)
+    with session_scope(engine) as s:
+        apply_phase.apply_plan(s, intents.prepare(snap, plan, clock.now()))
+        extension.start()
+        extension.join(0.5)
+        assert extension.is_alive() and not answers  # waits for the part to commit
+    extension.join(30)
+    assert answers[0].status_code == 409, answers[0].text  # the node is planned from the old end
+    assert plan_violations(engine) == []
 
 
 def test_split_puts_every_write_in_exactly_one_part():
