@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from api import errors
 from api.deps import AppContext
-from api.limits import BodySizeLimit, RateLimiter
+from api.limits import BodySizeLimit, BucketTable, RateLimiter
 from api.routers import health, inventory, plan, requests, tenants, usage
 from api.scheduler_process import RemoteScheduler
 from metrics.server import ServerMetrics, mount_metrics
@@ -62,10 +62,12 @@ def create_app(
     run_controller: bool | None = None,
     upgrade_db: bool = True,
     scheduler: RemoteScheduler | None = None,
+    rate_buckets: BucketTable | None = None,
 ) -> FastAPI:
     """Build the app. ``run_cycles=False`` leaves cycles to the caller (tests, simulator);
     the controller runs with the cycles unless ``run_controller`` says otherwise. With a
-    ``scheduler`` child, cycles and the controller run there and the app only serves."""
+    ``scheduler`` child, cycles and the controller run there and the app only serves.
+    ``rate_buckets`` is the rate limit's table when API processes share one."""
     if scheduler is not None:
         run_cycles, run_controller = False, False
     settings = settings or Settings()
@@ -117,7 +119,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    ctx.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    ctx.rate_limiter = RateLimiter(
+        settings.rate_limit_per_s, settings.rate_limit_burst, rate_buckets
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     for module in (health, inventory, tenants, requests, plan, usage):

@@ -154,7 +154,13 @@ def register(cli: Cli) -> None:
                 "not every API process listens after 120 s; serving anyway"
             )
         try:
-            app = create_app(settings, engine=engine, upgrade_db=False, scheduler=handle)
+            app = create_app(
+                settings,
+                engine=engine,
+                upgrade_db=False,
+                scheduler=handle,
+                rate_buckets=extra.rate_buckets,
+            )
             processes = f" with {settings.api_workers} API processes" * (settings.api_workers > 1)
             typer.echo(f"gpupool serving on {url}{processes}  (API docs: {url}/docs)")
             serve_on(app, sock, log_level)

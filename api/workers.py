@@ -22,6 +22,7 @@ import time
 from multiprocessing.synchronize import Event as EventType
 from typing import TYPE_CHECKING, Any
 
+from api.limits import BucketTable
 from scheduler import heap
 from scheduler.settings import Settings
 
@@ -74,6 +75,7 @@ def _worker(
     wake: WakeFlag,
     parent_pid: int,
     log_level: str,
+    rate_buckets: BucketTable,
     listening: EventType,
 ) -> None:
     """An extra API process: the app without cycles or controller, on the shared port;
@@ -93,7 +95,10 @@ def _worker(
 
     threading.Thread(target=watch_parent, name="gpupool-parent-watch", daemon=True).start()
     app = create_app(
-        settings, upgrade_db=False, scheduler=RemoteScheduler(identity=identity, wake=wake)
+        settings,
+        upgrade_db=False,
+        scheduler=RemoteScheduler(identity=identity, wake=wake),
+        rate_buckets=rate_buckets,
     )
     sock = listening_socket(settings.host, settings.port)
     listening.set()  # connections wait in the socket's backlog until uvicorn accepts them
@@ -106,8 +111,10 @@ class ApiWorkers:
     def __init__(
         self, count: int, settings: Settings, identity: str, wake: WakeFlag, log_level: str
     ) -> None:
-        self._args = (settings, identity, wake, os.getpid(), log_level)
         self._context = multiprocessing.get_context("spawn")
+        #: The rate limit's buckets, shared by every API process (the first one included).
+        self.rate_buckets = BucketTable(context=self._context)
+        self._args = (settings, identity, wake, os.getpid(), log_level, self.rate_buckets)
         self._listening = [self._context.Event() for _ in range(count)]
         self.processes: list[Any] = [self._start(i) for i in range(count)]
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -113,6 +114,32 @@ def test_api_processes_stop_when_the_server_is_killed(tmp_path, sqlite_template)
         wait_for(lambda: not any(_alive(p) for p in others), timeout=20)
     finally:
         server.stop(signal.SIGKILL)
+
+
+def test_api_processes_share_each_keys_rate_limit(tmp_path, sqlite_template):
+    import shutil
+
+    path = tmp_path / "gpupool.db"
+    shutil.copy(sqlite_template, path)
+    env = {
+        "GPUPOOL_API_WORKERS": "2",
+        "GPUPOOL_RATE_LIMIT_PER_S": "0.5",
+        "GPUPOOL_RATE_LIMIT_BURST": "10",
+    }
+    with ServerProcess(f"sqlite:///{path}", TOKEN, tmp_path / "s.log", **env) as server:
+        wait_for(lambda: "with 2 API processes" in (tmp_path / "s.log").read_text(), timeout=60)
+        keys = set_up_hub(server.url, gpus=8, tenants=1)  # the operator has no limit
+        auth = {"Authorization": f"Bearer {keys['tenant-00']}"}
+        codes = []
+        started = time.monotonic()
+        for _ in range(30):
+            # a new connection each time: the kernel spreads them over both processes, and
+            # with a bucket per process the key would get up to twice its burst
+            with httpx.Client(base_url=server.url, timeout=10) as c:
+                codes.append(c.get("/v1/requests", headers=auth).status_code)
+        refilled = (time.monotonic() - started) * 0.5
+        assert set(codes) <= {200, 429}
+        assert 10 <= codes.count(200) <= 10 + refilled + 1, codes
 
 
 def test_workers_need_the_scheduler_process(tmp_path):
