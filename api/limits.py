@@ -133,7 +133,7 @@ class BucketTable:
             cells[at + 2] = now
             if tokens < 1:
                 cells[at + 1] = tokens
-                return (1 - tokens) / rate
+                return float((1 - tokens) / rate)
             cells[at + 1] = tokens - 1
             return 0.0
 
