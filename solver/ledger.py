@@ -24,15 +24,12 @@ Bool = npt.NDArray[np.bool_]
 
 @dataclass(slots=True)
 class Record:
-    """One reservation in the ledger (running or placed), for explanations and reclaim."""
+    """A running reservation in the ledger, for reclaim (who holds what is in :class:`Holds`)."""
 
     rid: int
     tenant: str
     nodes: list[tuple[int, int]]  # (node index in its class, GPUs)
-    a: int  # first slot held
     b: int  # first slot no longer held
-    kind: ReservationKind
-    running: bool
     reclaim_slot: int | None = None  # reclaimable from this start boundary on (borrowed runs)
     preempted_at: int | None = None  # start boundary at which the plan ends it
 
@@ -55,8 +52,11 @@ class Holds:
         self.tenants: list[str] = []
         self._ix: dict[str, int] = {}
 
-    def add(self, rec: Record) -> None:
-        m = len(rec.nodes)
+    def add(
+        self, rid: int, tenant: str, nodes: list[tuple[int, int]], a: int, b: int, running: bool
+    ) -> None:
+        """Reservation ``rid`` of ``tenant`` holds ``nodes`` (index, GPUs) over slots [a, b)."""
+        m = len(nodes)
         if self.n + m > len(self.rid):
             size = max(2 * len(self.rid), self.n + m)
             for name in ("rid", "node", "gpus", "a", "end", "tenant", "running"):
@@ -64,17 +64,17 @@ class Holds:
                 new = np.zeros(size, dtype=old.dtype)
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
-        t = self._ix.setdefault(rec.tenant, len(self.tenants))
+        t = self._ix.setdefault(tenant, len(self.tenants))
         if t == len(self.tenants):
-            self.tenants.append(rec.tenant)
+            self.tenants.append(tenant)
         rows = slice(self.n, self.n + m)
-        self.rid[rows] = rec.rid
-        self.node[rows] = [i for i, _ in rec.nodes]
-        self.gpus[rows] = [g for _, g in rec.nodes]
-        self.a[rows] = rec.a
-        self.end[rows] = rec.b
+        self.rid[rows] = rid
+        self.node[rows] = [i for i, _ in nodes]
+        self.gpus[rows] = [g for _, g in nodes]
+        self.a[rows] = a
+        self.end[rows] = b
         self.tenant[rows] = t
-        self.running[rows] = rec.running
+        self.running[rows] = running
         self.n += m
 
     def cut(self, rid: int, slot: int) -> None:
@@ -205,10 +205,8 @@ class Ledger:
             reclaim_slot = self.grid.first_start_at_or_after(earliest)
         for cls, nodes in rows.items():
             pool = self.pools[cls]
-            rec = Record(
-                run.request_id, run.tenant, nodes, a, b, run.kind, True, reclaim_slot=reclaim_slot
-            )
-            pool.holds.add(rec)
+            rec = Record(run.request_id, run.tenant, nodes, b, reclaim_slot=reclaim_slot)
+            pool.holds.add(run.request_id, run.tenant, nodes, a, b, running=True)
             for i, gpus in nodes:
                 pool.used[i, a:b] += gpus
                 pool.used_run[i, a:b] += gpus
@@ -257,17 +255,8 @@ class Ledger:
         left = self.budget.get(key)
         if left is not None:
             self.budget[key] = left - req.gpus * req.duration_s
-        pool.holds.add(
-            Record(
-                req.id,
-                req.tenant,
-                [(i, req.gpus_per_node) for i in pl.nodes],
-                a,
-                b,
-                pl.kind,
-                False,
-            )
-        )
+        nodes = [(i, req.gpus_per_node) for i in pl.nodes]
+        pool.holds.add(req.id, req.tenant, nodes, a, b, running=False)
 
     def _preempt(self, rid: int, slot: int) -> None:
         rec = self.runs[rid]
