@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: New planned reservations per write transaction (about 10 ms of SQLite's write lock).
 APPLY_PART = 100
+#: Before each part, writes already waiting (submits, cancels) go first, for at most this long.
+APPLY_DEFER_S = 0.1
 
 
 @dataclass
@@ -181,7 +183,7 @@ def run_cycle(
 
     for i, part in enumerate(parts, start=1):
         try:
-            with session_scope(engine) as session:
+            with session_scope(engine, defer_s=APPLY_DEFER_S) as session:
                 _check(fence, session)
                 if part is not None:
                     with lifecycle.buffered_events(session):

@@ -6,6 +6,7 @@ import fcntl
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -149,15 +150,21 @@ def read_once(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
+def session_scope(engine: Engine, *, write: bool = True, defer_s: float = 0.0) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on error.
 
     ``write=False`` is for read-only work: on SQLite it does not take the write lock. A
-    write scope on an SQLite file first waits its turn on :class:`WriteLock`.
+    write scope on an SQLite file first waits its turn on :class:`WriteLock`; with
+    ``defer_s`` (bulk work done in parts) it first lets the writers already waiting go
+    ahead, waiting for them at most that long.
     """
     bind = engine.execution_options(gpupool_write=write)
     lock = WriteLock.of(engine) if write else None
-    with lock or nullcontext(), Session(bind, expire_on_commit=False) as session:
+    if lock is not None and defer_s > 0:
+        lock.defer_to_waiting(defer_s)
+    # The session opens before the lock and closes after it (returning its connection to
+    # the pool), so the lock covers the transaction only.
+    with Session(bind, expire_on_commit=False) as session, lock or nullcontext():
         try:
             yield session
             session.commit()
@@ -174,6 +181,13 @@ class WriteLock:
     to 100 ms between tries, so under a steady stream of writes some wait far longer than the
     writes ahead of them take. Here a waiter wakes as soon as the writer before it is done.
     Re-entrant within a thread; a process that dies lets go with its file descriptor.
+
+    Bulk work written in parts (a cycle's plan) lets waiting writers go first: a process
+    holds a shared ``flock`` on ``<database>-writers`` while any of its threads waits for or
+    holds the lock, and :meth:`defer_to_waiting` waits until an exclusive one could be
+    taken there. Without it the kernel hands the lock to each waiting process in turn, so
+    while a cycle wrote 50 parts of 15 ms each an API process got one submit in per part
+    (measured: submits queued 100-300 ms behind a 0.3 s apply at 300 submits/s).
     """
 
     _by_path: ClassVar[dict[str, WriteLock]] = {}
@@ -183,8 +197,14 @@ class WriteLock:
         self.path = path
         self._lock = threading.RLock()
         self._depth = 0
+        self._owner: int | None = None
         self._fd: int | None = None
         self._pid = 0
+        self._wanting = 0  # this process's threads waiting for or holding the lock
+        self._wanting_lock = threading.Lock()
+        self._writers_fd: int | None = None  # the shared flock that announces them
+        self._probe_fd: int | None = None  # a second open file: asks whether anyone waits
+        self._writers_pid = 0
 
     @classmethod
     def of(cls, engine: Engine) -> WriteLock | None:
@@ -200,14 +220,21 @@ class WriteLock:
             return lock
 
     def __enter__(self) -> WriteLock:
+        me = threading.get_ident()
+        first = self._owner != me
+        if first:
+            self._want(+1)
         self._lock.acquire()
         try:
             if self._depth == 0:
                 fcntl.flock(self._file(), fcntl.LOCK_EX)
                 heap.pause()  # a collection now would stop every writer of the database
+                self._owner = me
             self._depth += 1
         except BaseException:
             self._lock.release()
+            if first:
+                self._want(-1)
             raise
         return self
 
@@ -215,10 +242,38 @@ class WriteLock:
         try:
             self._depth -= 1
             if self._depth == 0 and self._fd is not None:
+                self._owner = None
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
                 heap.resume()
+                self._want(-1)
         finally:
             self._lock.release()
+
+    def defer_to_waiting(self, most_s: float) -> None:
+        """Wait until no writer of any process waits for or holds the lock, at most
+        ``most_s`` seconds (so bulk work still goes on under a steady stream of writes)."""
+        if self._owner == threading.get_ident():
+            return  # inside this thread's own write: the waiting one would be ourselves
+        probe = self._writers_files()[1]
+        deadline = time.monotonic() + most_s
+        while True:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(DEFER_POLL_S)
+                continue
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            return
+
+    def _want(self, delta: int) -> None:
+        with self._wanting_lock:
+            before, self._wanting = self._wanting, self._wanting + delta
+            if before == 0:
+                fcntl.flock(self._writers_files()[0], fcntl.LOCK_SH)
+            elif self._wanting == 0:
+                fcntl.flock(self._writers_files()[0], fcntl.LOCK_UN)
 
     def _file(self) -> int:
         # One descriptor per process: a forked child must not share its parent's (a flock
@@ -227,3 +282,15 @@ class WriteLock:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
         return self._fd
+
+    def _writers_files(self) -> tuple[int, int]:
+        if self._writers_fd is None or self._probe_fd is None or self._writers_pid != os.getpid():
+            path = self.path.removesuffix("-writelock") + "-writers"
+            self._writers_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._probe_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._writers_pid = os.getpid()
+        return self._writers_fd, self._probe_fd
+
+
+#: How often :meth:`WriteLock.defer_to_waiting` looks again.
+DEFER_POLL_S = 0.001

@@ -47,20 +47,22 @@ def submit(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> RequestPublic:
+    ask = body.to_domain()
     with ctx.write() as s:
         result = requests.submit(
             s,
             who,
             ctx.clock.now(),
             ctx.settings,
-            body.to_domain(),
+            ask,
             tenant=body.tenant,
             idempotency_key=idempotency_key,
         )
         reservation = (
             requests.current_reservation(s, result.row.id or 0) if result.replayed else None
         )
-        out = RequestPublic.of(result.row, reservation)
+    # Built after the write: on SQLite every other writer waits while this one holds the lock.
+    out = RequestPublic.of(result.row, reservation)
     response.headers["Location"] = f"/v1/requests/{out.id}"
     if result.replayed:
         response.status_code = status.HTTP_200_OK

@@ -115,3 +115,131 @@ def test_a_write_scope_inside_another_in_one_thread_does_not_deadlock(tmp_path, 
             assert conn.execute(text("SELECT count(*) FROM gpu_class")).scalar_one() == 2
     finally:
         engine.dispose()
+
+
+def _write_when_told(url: str, name: str, holding, release, hold: bool) -> None:  # spawned
+    """Write one row; with ``hold``, keep the write lock until ``release`` is set."""
+    engine = make_engine(url)
+    holding.set()  # about to ask for the lock
+    with session_scope(engine) as session:
+        session.add(GpuClassRow(name=name, created_at=datetime.now(UTC)))
+        session.flush()
+        if hold:
+            release.wait(30)
+    engine.dispose()
+
+
+def _copy_template(tmp_path, sqlite_template) -> str:
+    path = tmp_path / "gpupool.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def test_bulk_writes_let_writers_already_waiting_go_first(tmp_path, sqlite_template):
+    """One process holds the write lock; a write that defers (a part of a cycle's plan)
+    waits, and a process that asks for the lock after it still writes before it."""
+    url = _copy_template(tmp_path, sqlite_template)
+    ctx = multiprocessing.get_context("spawn")
+    release, unused = ctx.Event(), ctx.Event()
+    first_holding, second_asking = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_write_when_told, args=(url, "first", first_holding, release, True))
+    second = ctx.Process(
+        target=_write_when_told, args=(url, "second", second_asking, unused, False)
+    )
+    engine = make_engine(url)
+    seen: list[str] = []
+
+    def bulk() -> None:
+        with session_scope(engine, defer_s=30) as session:
+            seen.extend(session.execute(text("SELECT name FROM gpu_class")).scalars())
+
+    ours = threading.Thread(target=bulk)
+    try:
+        first.start()
+        assert first_holding.wait(30)
+        ours.start()
+        time.sleep(0.5)
+        assert not seen and ours.is_alive()  # the first still holds the lock
+        second.start()
+        assert second_asking.wait(30)
+        time.sleep(0.5)  # the second process now waits for the lock too
+        release.set()
+        ours.join(30)
+        assert sorted(seen) == ["first", "second"]
+    finally:
+        release.set()
+        first.join(30)
+        second.join(30)
+        engine.dispose()
+
+
+def test_deferring_waits_for_this_process_s_writers_and_for_no_one_else(tmp_path, sqlite_template):
+    url = _copy_template(tmp_path, sqlite_template)
+    engine = make_engine(url)
+    lock = WriteLock.of(engine)
+    assert lock is not None
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with session_scope(engine) as session:
+            session.add(GpuClassRow(name="held", created_at=datetime.now(UTC)))
+            session.flush()
+            holding.set()
+            release.wait(30)
+
+    done = threading.Event()
+
+    def defer() -> None:
+        lock.defer_to_waiting(30)
+        done.set()
+
+    try:
+        # Nobody writes: no wait at all.
+        alone = threading.Thread(target=defer)
+        alone.start()
+        alone.join(10)
+        assert done.is_set()
+        # Another thread of this process holds the lock: deferring waits until it is done.
+        done.clear()
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert holding.wait(30)
+        waiter = threading.Thread(target=defer)
+        waiter.start()
+        assert not done.wait(0.5)
+        release.set()
+        holder.join(30)
+        assert done.wait(30)
+        # Inside its own write a thread does not wait for itself.
+        with session_scope(engine) as outer:  # no statement yet: SQLite's lock is not taken
+            started = time.monotonic()
+            with session_scope(engine, defer_s=30) as inner:
+                inner.add(GpuClassRow(name="inner", created_at=datetime.now(UTC)))
+            assert time.monotonic() - started < 10
+            outer.add(GpuClassRow(name="outer", created_at=datetime.now(UTC)))
+    finally:
+        release.set()
+        engine.dispose()
+
+
+def test_deferring_gives_up_after_its_limit_under_a_writer_that_does_not_finish(
+    tmp_path, sqlite_template
+):
+    url = _copy_template(tmp_path, sqlite_template)
+    ctx = multiprocessing.get_context("spawn")
+    holding, release = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_hold_write_lock, args=(url, holding, release))
+    other.start()
+    engine = make_engine(url)
+    try:
+        assert holding.wait(30)
+        lock = WriteLock.of(engine)
+        assert lock is not None
+        started = time.monotonic()
+        lock.defer_to_waiting(0.3)  # returns although the other process still writes
+        assert time.monotonic() - started >= 0.3
+        assert other.is_alive()
+    finally:
+        release.set()
+        other.join(30)
+        engine.dispose()
