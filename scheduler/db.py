@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -186,8 +187,8 @@ class WriteLock:
     holds a shared ``flock`` on ``<database>-writers`` while any of its threads waits for or
     holds the lock, and :meth:`defer_to_waiting` waits until an exclusive one could be
     taken there. Without it the kernel hands the lock to each waiting process in turn, so
-    while a cycle wrote 50 parts of 15 ms each an API process got one submit in per part
-    (measured: submits queued 100-300 ms behind a 0.3 s apply at 300 submits/s).
+    while a cycle wrote its parts (15-40 ms each) an API process got one submit in per part
+    (measured: submits queued 100-700 ms behind an apply of 0.3-1 s at 300 submits/s).
     """
 
     _by_path: ClassVar[dict[str, WriteLock]] = {}
@@ -198,13 +199,10 @@ class WriteLock:
         self._lock = threading.RLock()
         self._depth = 0
         self._owner: int | None = None
-        self._fd: int | None = None
+        self._fds: _Files | None = None
         self._pid = 0
         self._wanting = 0  # this process's threads waiting for or holding the lock
         self._wanting_lock = threading.Lock()
-        self._writers_fd: int | None = None  # the shared flock that announces them
-        self._probe_fd: int | None = None  # a second open file: asks whether anyone waits
-        self._writers_pid = 0
 
     @classmethod
     def of(cls, engine: Engine) -> WriteLock | None:
@@ -227,7 +225,7 @@ class WriteLock:
         self._lock.acquire()
         try:
             if self._depth == 0:
-                fcntl.flock(self._file(), fcntl.LOCK_EX)
+                fcntl.flock(self._files().lock, fcntl.LOCK_EX)
                 heap.pause()  # a collection now would stop every writer of the database
                 self._owner = me
             self._depth += 1
@@ -241,9 +239,9 @@ class WriteLock:
     def __exit__(self, *exc: object) -> None:
         try:
             self._depth -= 1
-            if self._depth == 0 and self._fd is not None:
+            if self._depth == 0 and self._fds is not None:
                 self._owner = None
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                fcntl.flock(self._fds.lock, fcntl.LOCK_UN)
                 heap.resume()
                 self._want(-1)
         finally:
@@ -254,7 +252,7 @@ class WriteLock:
         ``most_s`` seconds (so bulk work still goes on under a steady stream of writes)."""
         if self._owner == threading.get_ident():
             return  # inside this thread's own write: the waiting one would be ourselves
-        probe = self._writers_files()[1]
+        probe = self._files().probe
         deadline = time.monotonic() + most_s
         while True:
             try:
@@ -271,25 +269,31 @@ class WriteLock:
         with self._wanting_lock:
             before, self._wanting = self._wanting, self._wanting + delta
             if before == 0:
-                fcntl.flock(self._writers_files()[0], fcntl.LOCK_SH)
+                fcntl.flock(self._files().writers, fcntl.LOCK_SH)
             elif self._wanting == 0:
-                fcntl.flock(self._writers_files()[0], fcntl.LOCK_UN)
+                fcntl.flock(self._files().writers, fcntl.LOCK_UN)
 
-    def _file(self) -> int:
-        # One descriptor per process: a forked child must not share its parent's (a flock
+    def _files(self) -> _Files:
+        # Descriptors per process: a forked child must not share its parent's (a flock
         # belongs to the open file, so parent and child would both "hold" it).
-        if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        if self._fds is None or self._pid != os.getpid():
+            writers = self.path.removesuffix("-writelock") + "-writers"
+            self._fds = _Files(
+                lock=os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600),
+                writers=os.open(writers, os.O_RDWR | os.O_CREAT, 0o600),
+                probe=os.open(writers, os.O_RDWR | os.O_CREAT, 0o600),
+            )
             self._pid = os.getpid()
-        return self._fd
+        return self._fds
 
-    def _writers_files(self) -> tuple[int, int]:
-        if self._writers_fd is None or self._probe_fd is None or self._writers_pid != os.getpid():
-            path = self.path.removesuffix("-writelock") + "-writers"
-            self._writers_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._probe_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._writers_pid = os.getpid()
-        return self._writers_fd, self._probe_fd
+
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """One process's open files of a :class:`WriteLock`."""
+
+    lock: int  # the write lock itself
+    writers: int  # held shared while this process has writers waiting or writing
+    probe: int  # a second open file of the same: asks whether anyone waits
 
 
 #: How often :meth:`WriteLock.defer_to_waiting` looks again.

@@ -8,7 +8,10 @@ import multiprocessing
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -58,45 +61,55 @@ def _hold_write_lock(url: str, holding, release) -> None:  # in a spawned proces
     engine.dispose()
 
 
-def test_sqlite_writers_in_other_processes_wait_their_turn(tmp_path, sqlite_template):
-    """A writer in another process holds the write lock: ours waits in the kernel (no busy
-    polling) and goes on as soon as the other commits."""
-    path = tmp_path / "gpupool.db"
-    shutil.copy(sqlite_template, path)
-    url = f"sqlite:///{path}"
+@contextmanager
+def _another_process_writing(url: str) -> Iterator[tuple[Any, Any]]:
+    """A spawned process that holds the write lock until its ``release`` event is set (at
+    the latest when the block ends); yields the process and that event."""
     ctx = multiprocessing.get_context("spawn")
     holding, release = ctx.Event(), ctx.Event()
     other = ctx.Process(target=_hold_write_lock, args=(url, holding, release))
     other.start()
-    engine = make_engine(url)
     try:
         assert holding.wait(30)
-        lock = WriteLock.of(engine)
-        assert lock is not None
-        took = threading.Event()
-
-        def write() -> None:
-            with session_scope(engine) as session:
-                took.set()
-                n = session.execute(text("SELECT count(*) FROM gpu_class")).scalar_one()
-                assert n == 1  # the other's row: it committed before we began
-
-        ours = threading.Thread(target=write)
-        ours.start()
-        assert not took.wait(0.5)  # still the other's turn
-        release.set()
-        ours.join(30)
-        assert took.is_set() and not ours.is_alive()
+        yield other, release
     finally:
         release.set()
         other.join(30)
+
+
+def _copy_template(tmp_path, sqlite_template) -> str:
+    path = tmp_path / "gpupool.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def test_sqlite_writers_in_other_processes_wait_their_turn(tmp_path, sqlite_template):
+    """A writer in another process holds the write lock: ours waits in the kernel (no busy
+    polling) and goes on as soon as the other commits."""
+    url = _copy_template(tmp_path, sqlite_template)
+    engine = make_engine(url)
+    try:
+        with _another_process_writing(url) as (_, release):
+            took = threading.Event()
+
+            def write() -> None:
+                with session_scope(engine) as session:
+                    took.set()
+                    n = session.execute(text("SELECT count(*) FROM gpu_class")).scalar_one()
+                    assert n == 1  # the other's row: it committed before we began
+
+            ours = threading.Thread(target=write)
+            ours.start()
+            assert not took.wait(0.5)  # still the other's turn
+            release.set()
+            ours.join(30)
+            assert took.is_set() and not ours.is_alive()
+    finally:
         engine.dispose()
 
 
 def test_a_write_scope_inside_another_in_one_thread_does_not_deadlock(tmp_path, sqlite_template):
-    path = tmp_path / "gpupool.db"
-    shutil.copy(sqlite_template, path)
-    engine = make_engine(f"sqlite:///{path}")
+    engine = make_engine(_copy_template(tmp_path, sqlite_template))
     done = threading.Event()
 
     def nested() -> None:
@@ -127,12 +140,6 @@ def _write_when_told(url: str, name: str, holding, release, hold: bool) -> None:
         if hold:
             release.wait(30)
     engine.dispose()
-
-
-def _copy_template(tmp_path, sqlite_template) -> str:
-    path = tmp_path / "gpupool.db"
-    shutil.copy(sqlite_template, path)
-    return f"sqlite:///{path}"
 
 
 def test_bulk_writes_let_writers_already_waiting_go_first(tmp_path, sqlite_template):
@@ -226,20 +233,14 @@ def test_deferring_gives_up_after_its_limit_under_a_writer_that_does_not_finish(
     tmp_path, sqlite_template
 ):
     url = _copy_template(tmp_path, sqlite_template)
-    ctx = multiprocessing.get_context("spawn")
-    holding, release = ctx.Event(), ctx.Event()
-    other = ctx.Process(target=_hold_write_lock, args=(url, holding, release))
-    other.start()
     engine = make_engine(url)
     try:
-        assert holding.wait(30)
-        lock = WriteLock.of(engine)
-        assert lock is not None
-        started = time.monotonic()
-        lock.defer_to_waiting(0.3)  # returns although the other process still writes
-        assert time.monotonic() - started >= 0.3
-        assert other.is_alive()
+        with _another_process_writing(url) as (other, _):
+            lock = WriteLock.of(engine)
+            assert lock is not None
+            started = time.monotonic()
+            lock.defer_to_waiting(0.3)  # returns although the other process still writes
+            assert time.monotonic() - started >= 0.3
+            assert other.is_alive()
     finally:
-        release.set()
-        other.join(30)
         engine.dispose()
