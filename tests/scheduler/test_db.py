@@ -5,6 +5,7 @@ writers take turns on the write lock."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import threading
 import time
@@ -130,30 +131,29 @@ def test_a_write_scope_inside_another_in_one_thread_does_not_deadlock(tmp_path, 
         engine.dispose()
 
 
-def _write_when_told(url: str, name: str, holding, release, hold: bool) -> None:  # spawned
-    """Write one row; with ``hold``, keep the write lock until ``release`` is set."""
+def _write_one(url: str, name: str) -> None:  # in a spawned process
     engine = make_engine(url)
-    holding.set()  # about to ask for the lock
     with session_scope(engine) as session:
         session.add(GpuClassRow(name=name, created_at=datetime.now(UTC)))
-        session.flush()
-        if hold:
-            release.wait(30)
     engine.dispose()
+
+
+def _waits_in_the_kernel(path: str, pid: int) -> bool:
+    """Whether process ``pid`` is blocked on a ``flock`` of ``path`` (``/proc/locks`` lists
+    a blocked request as ``-> FLOCK ... <pid> <dev>:<inode> ...``)."""
+    inode = os.stat(path).st_ino
+    with open("/proc/locks") as locks:
+        blocked = [line.split() for line in locks if " -> FLOCK " in line]
+    return any(int(f[5]) == pid and int(f[6].rsplit(":", 1)[1]) == inode for f in blocked)
 
 
 def test_bulk_writes_let_writers_already_waiting_go_first(tmp_path, sqlite_template):
     """One process holds the write lock; a write that defers (a part of a cycle's plan)
     waits, and a process that asks for the lock after it still writes before it."""
     url = _copy_template(tmp_path, sqlite_template)
-    ctx = multiprocessing.get_context("spawn")
-    release, unused = ctx.Event(), ctx.Event()
-    first_holding, second_asking = ctx.Event(), ctx.Event()
-    first = ctx.Process(target=_write_when_told, args=(url, "first", first_holding, release, True))
-    second = ctx.Process(
-        target=_write_when_told, args=(url, "second", second_asking, unused, False)
-    )
     engine = make_engine(url)
+    lock = WriteLock.of(engine)
+    assert lock is not None
     seen: list[str] = []
 
     def bulk() -> None:
@@ -161,21 +161,21 @@ def test_bulk_writes_let_writers_already_waiting_go_first(tmp_path, sqlite_templ
             seen.extend(session.execute(text("SELECT name FROM gpu_class")).scalars())
 
     ours = threading.Thread(target=bulk)
+    second = multiprocessing.get_context("spawn").Process(target=_write_one, args=(url, "second"))
     try:
-        first.start()
-        assert first_holding.wait(30)
-        ours.start()
-        time.sleep(0.5)
-        assert not seen and ours.is_alive()  # the first still holds the lock
-        second.start()
-        assert second_asking.wait(30)
-        time.sleep(0.5)  # the second process now waits for the lock too
-        release.set()
-        ours.join(30)
-        assert sorted(seen) == ["first", "second"]
+        with _another_process_writing(url) as (_, release):
+            ours.start()
+            time.sleep(0.5)
+            assert not seen and ours.is_alive()  # the first still holds the lock
+            second.start()
+            deadline = time.monotonic() + 30
+            while not _waits_in_the_kernel(lock.path, second.pid):  # asked after ours
+                assert second.is_alive() and time.monotonic() < deadline
+                time.sleep(0.01)
+            release.set()
+            ours.join(30)
+        assert sorted(seen) == ["held", "second"]
     finally:
-        release.set()
-        first.join(30)
         second.join(30)
         engine.dispose()
 
