@@ -135,7 +135,10 @@ _INSERT_EVENT = insert(RequestEventRow.__table__)  # type: ignore[attr-defined]
 @contextmanager
 def buffered_events(session: Session) -> Iterator[None]:
     """Collect the events recorded inside the block and insert them in one statement (the
-    cycle records hundreds per apply)."""
+    cycle records hundreds per apply). Inside another such block, the outer one inserts."""
+    if _BUFFER in session.info:
+        yield
+        return
     session.info[_BUFFER] = buffer = []
     try:
         yield

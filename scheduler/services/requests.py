@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert
+from sqlalchemy import bindparam, insert
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from scheduler import lifecycle
 from scheduler.domain import Principal, RequestState, ReservationState
-from scheduler.errors import Conflict, InvalidInput, InvalidState, NotFound
+from scheduler.errors import Conflict, GpupoolError, InvalidInput, InvalidState, NotFound
 from scheduler.pagination import Page, decode_int_cursor, encode_cursor
 from scheduler.settings import Settings
 from scheduler.tables import (
@@ -85,6 +87,28 @@ class Submitted:
             self._row = RequestRow(**(self._values or {}))
         return self._row
 
+    @property
+    def columns(self) -> Any:
+        """Its columns as attributes, as on its row, without building the row for a new one
+        (the columns a submit leaves out are all NULL)."""
+        return self._row if self._row is not None else _Columns(self._values or {})
+
+
+class _Columns:
+    """A new request's inserted values read as a row's attributes."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._values:
+            return self._values[name]
+        if name in RequestRow.model_fields:
+            return None
+        raise AttributeError(name)
+
 
 @dataclass(slots=True)
 class ReservationView:
@@ -151,6 +175,17 @@ def _check_shape(ask: NewRequest, largest: int | None, settings: Settings, now: 
     return per_node
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One submit: who asks, what, for which tenant (the operator names one), and the
+    retry key it came with."""
+
+    who: Principal
+    ask: NewRequest
+    tenant: str | None = None
+    idempotency_key: str | None = None
+
+
 def submit(
     session: Session,
     who: Principal,
@@ -161,27 +196,88 @@ def submit(
     tenant: str | None = None,
     idempotency_key: str | None = None,
 ) -> Submitted:
-    """Store a new pending request; a retry with the same ``idempotency_key`` returns the first.
+    """Store a new pending request; a retry with the same ``idempotency_key`` returns the first."""
+    (result,) = submit_many(session, now, settings, [Submission(who, ask, tenant, idempotency_key)])
+    if isinstance(result, GpupoolError):
+        raise result
+    return result
 
-    The hot path of the API: its statements are built once (module level) and run on the
-    session's connection, without the ORM's unit of work.
+
+def submit_many(
+    session: Session, now: datetime, settings: Settings, submissions: Sequence[Submission]
+) -> list[Submitted | GpupoolError]:
+    """:func:`submit` for several requests in one transaction: each one's stored request, or
+    the error that refused it (a refused one writes nothing).
+
+    The hot path of the API (see api/batch.py): whatever the number of submissions, the
+    facts they are checked against are read in one statement, the new rows go in with one
+    INSERT and their events with one more (a submission with an idempotency key is looked
+    up and inserted on its own). SQLite cannot say in which order a multi-row INSERT returns
+    its ids, so there SQLAlchemy inserts the rows one by one: no round trips to save. The
+    statements are built once, at module level, and run on the session's connection,
+    without the ORM's unit of work.
     """
-    tenant_name = _tenant_for(who, tenant)
+    out: list[Submitted | GpupoolError | None] = [None] * len(submissions)
+    names: dict[int, str] = {}
+    for i, sub in enumerate(submissions):
+        try:
+            names[i] = _tenant_for(sub.who, sub.tenant)
+        except GpupoolError as exc:
+            out[i] = exc
     conn = session.connection()
-    found = conn.execute(_FACTS, {"tenant": tenant_name, "gpu_class": ask.gpu_class}).first()
-    if found is None:
-        raise NotFound(f"tenant {tenant_name!r} does not exist")
-    active, tenant_priority, class_exists, largest = found
-    if not active:
-        raise InvalidState(f"tenant {tenant_name!r} is deactivated")
-    fingerprint = ask.fingerprint(tenant_name)
-    if idempotency_key is not None:
-        earlier = _by_idempotency_key(session, tenant_name, idempotency_key)
-        if earlier is not None:
-            return _replay(earlier, fingerprint)
-    per_node = _check_shape(ask, int(largest or 0) if class_exists else None, settings, now)
-    values: dict[str, Any] = {
-        "tenant": tenant_name,
+    tenants_found, largest_by_class = _facts(
+        conn, set(names.values()), {submissions[i].ask.gpu_class for i in names}
+    )
+    fresh: list[tuple[int, dict[str, Any]]] = []
+    with lifecycle.buffered_events(session):  # one INSERT for all their events
+        for i, name in names.items():
+            sub = submissions[i]
+            try:
+                found = tenants_found.get(name)
+                if found is None:
+                    raise NotFound(f"tenant {name!r} does not exist")
+                active, tenant_priority = found
+                if not active:
+                    raise InvalidState(f"tenant {name!r} is deactivated")
+                fingerprint = sub.ask.fingerprint(name)
+                if sub.idempotency_key is not None:
+                    earlier = _by_idempotency_key(session, name, sub.idempotency_key)
+                    if earlier is not None:
+                        out[i] = _replay(earlier, fingerprint)
+                        continue
+                largest = largest_by_class.get(sub.ask.gpu_class)
+                per_node = _check_shape(sub.ask, largest, settings, now)
+                values = _values(sub, name, tenant_priority, per_node, fingerprint, now)
+                if sub.idempotency_key is None:
+                    fresh.append((i, values))
+                    continue
+                try:
+                    with session.begin_nested():  # the SAVEPOINT is taken with the connection
+                        new_id = session.connection().execute(_INSERT_REQUEST, values).scalar_one()
+                except IntegrityError:
+                    # Another submit with the same key won the race: answer as its retry.
+                    earlier = _by_idempotency_key(session, name, sub.idempotency_key)
+                    if earlier is None:
+                        raise
+                    out[i] = _replay(earlier, fingerprint)
+                    continue
+                out[i] = _stored(session, sub.who, values | {"id": new_id}, now)
+            except GpupoolError as exc:
+                out[i] = exc
+        if fresh:
+            rows = conn.execute(_INSERT_REQUESTS, [values for _, values in fresh]).all()
+            for (i, values), row in zip(fresh, rows, strict=True):
+                out[i] = _stored(session, submissions[i].who, values | {"id": row[0]}, now)
+    return [r for r in out if r is not None]
+
+
+def _values(
+    sub: Submission, tenant: str, priority: int, per_node: int, fingerprint: str, now: datetime
+) -> dict[str, Any]:
+    """The new row's columns (``priority``: the tenant's, unless the ask names one)."""
+    ask = sub.ask
+    return {
+        "tenant": tenant,
         "name": ask.name,
         "gpu_class": ask.gpu_class,
         "gpus": ask.gpus,
@@ -189,7 +285,7 @@ def submit(
         "duration_s": int(ask.duration.total_seconds()),
         "not_before": ask.not_before,
         "deadline": ask.deadline,
-        "priority": tenant_priority if ask.priority is None else ask.priority,
+        "priority": priority if ask.priority is None else ask.priority,
         "preemptible": ask.preemptible,
         "requeue_on_preemption": ask.requeue_on_preemption,
         "state": RequestState.PENDING.value,
@@ -197,45 +293,62 @@ def submit(
         "reason_message": "Submitted; the next scheduling cycle will plan it.",
         "submitted_at": now,
         "updated_at": now,
-        "idempotency_key": idempotency_key,
+        "idempotency_key": sub.idempotency_key,
         "request_hash": fingerprint,
         "version": 1,
     }
-    if idempotency_key is None:
-        new_id = conn.execute(_INSERT_REQUEST, values).scalar_one()
-    else:
-        try:
-            with session.begin_nested():  # the SAVEPOINT is taken with the connection
-                new_id = session.connection().execute(_INSERT_REQUEST, values).scalar_one()
-        except IntegrityError:
-            # Another submit with the same key won the race: answer as its retry.
-            earlier = _by_idempotency_key(session, tenant_name, idempotency_key)
-            if earlier is None:
-                raise
-            return _replay(earlier, fingerprint)
-    with lifecycle.buffered_events(session):  # one INSERT now, not an ORM object to flush
-        lifecycle.record_event(
-            session, new_id, now, "submitted", f"{who.actor} submitted", to_state=values["state"]
-        )
-    return Submitted(values=values | {"id": new_id})
+
+
+def _stored(session: Session, who: Principal, values: dict[str, Any], now: datetime) -> Submitted:
+    lifecycle.record_event(
+        session, values["id"], now, "submitted", f"{who.actor} submitted", to_state=values["state"]
+    )
+    return Submitted(values=values)
+
+
+def _facts(
+    conn: Connection, tenants: set[str], classes: set[str]
+) -> tuple[dict[str, tuple[bool, int]], dict[str, int]]:
+    """In one statement: (active, priority) of each tenant that exists, and the GPUs of the
+    largest node of each GPU class that exists (0 if it has no nodes)."""
+    if not tenants:
+        return {}, {}
+    tenants_found: dict[str, tuple[bool, int]] = {}
+    largest: dict[str, int] = {}
+    params = {"tenants": sorted(tenants), "classes": sorted(classes)}
+    for name, active, priority, gpu_class, most in conn.execute(_FACTS, params):
+        tenants_found[name] = (active, priority)
+        if gpu_class is not None:
+            largest[gpu_class] = int(most or 0)
+    return tenants_found, largest
 
 
 _request = RequestRow.__table__  # type: ignore[attr-defined]
 _node = NodeRow.__table__  # type: ignore[attr-defined]
 _gpu_class = GpuClassRow.__table__  # type: ignore[attr-defined]
 _tenant = TenantRow.__table__  # type: ignore[attr-defined]
-#: What a submit checks, in one round trip: the tenant (no row if unknown), whether the GPU
-#: class exists, and its largest node (NULL when it has none).
-_FACTS = select(
-    _tenant.c.active,
-    _tenant.c.priority,
-    exists().where(_gpu_class.c.name == bindparam("gpu_class")).label("class_exists"),
-    select(func.max(_node.c.gpus))
-    .where(_node.c.gpu_class == bindparam("gpu_class"))
-    .scalar_subquery()
-    .label("largest"),
-).where(_tenant.c.name == bindparam("tenant"))
+#: What submits check, in one round trip: each named tenant that exists (one row at least,
+#: whatever the classes), joined to each named GPU class that exists and its largest node
+#: (NULL when it has none).
+_FACTS = (
+    select(
+        _tenant.c.name,
+        _tenant.c.active,
+        _tenant.c.priority,
+        _gpu_class.c.name,
+        select(func.max(_node.c.gpus))
+        .where(_node.c.gpu_class == _gpu_class.c.name)
+        .scalar_subquery()
+        .label("largest"),
+    )
+    .select_from(
+        _tenant.outerjoin(_gpu_class, _gpu_class.c.name.in_(bindparam("classes", expanding=True)))
+    )
+    .where(_tenant.c.name.in_(bindparam("tenants", expanding=True)))
+)
 _INSERT_REQUEST = insert(_request).returning(_request.c.id)
+#: Many rows in one statement (PostgreSQL), their ids returned in the order of the rows.
+_INSERT_REQUESTS = insert(_request).returning(_request.c.id, sort_by_parameter_order=True)
 
 
 def _by_idempotency_key(session: Session, tenant: str, key: str) -> RequestRow | None:
