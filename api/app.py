@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from api import errors
+from api.batch import WriteBatcher
 from api.deps import AppContext
 from api.limits import BodySizeLimit, BucketTable, RateLimiter
 from api.routers import health, inventory, plan, requests, tenants, usage
@@ -107,6 +108,8 @@ def create_app(
         try:
             yield
         finally:
+            if ctx.writes is not None:
+                ctx.writes.stop()
             if run_cycles:
                 runner.stop()
             if controller is not None:
@@ -122,6 +125,7 @@ def create_app(
     ctx.rate_limiter = RateLimiter(
         settings.rate_limit_per_s, settings.rate_limit_burst, rate_buckets
     )
+    ctx.writes = WriteBatcher(engine, ctx.rate_limiter)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     for module in (health, inventory, tenants, requests, plan, usage):

@@ -13,10 +13,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.batch import Credential, WriteBatcher
 from api.limits import RateLimiter
 from scheduler.clock import Clock
 from scheduler.db import read_once, session_scope
-from scheduler.domain import OPERATOR, Principal, Role
+from scheduler.domain import AGENT, OPERATOR, Principal, Role
 from scheduler.errors import Forbidden, Unauthorized
 from scheduler.leader import LeaderLease
 from scheduler.runner import CycleRunner
@@ -36,6 +37,8 @@ class AppContext:
     clock: Clock
     runner: CycleRunner | None = None
     rate_limiter: RateLimiter | None = None
+    #: Writes of many requests in one transaction (see :mod:`api.batch`); set in create_app.
+    writes: WriteBatcher | None = None
     #: The scheduler child of ``gpupool serve`` when cycles run in their own process.
     scheduler: RemoteScheduler | None = None
     #: This replica's leader lease (its runner's, or its scheduler child's identity).
@@ -85,18 +88,29 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate(
+async def credential(
     ctx: Ctx,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Principal:
+) -> Credential:
+    """The caller's bearer token: the operator's and the agents' are resolved here; a tenant
+    key is looked up later, by :func:`authenticate` or in a write batch."""
     token = _bearer(authorization)
     operator = ctx.settings.operator_token.get_secret_value()
     if operator and hmac.compare_digest(token.encode(), operator.encode()):
-        return OPERATOR
+        return Credential(token, OPERATOR)
     agent = ctx.settings.agent_token.get_secret_value()
     if agent and hmac.compare_digest(token.encode(), agent.encode()):
-        return Principal(Role.AGENT)
-    who = await run_in_threadpool(_tenant_key, ctx, token)
+        return Credential(token, AGENT)
+    return Credential(token)
+
+
+Token = Annotated[Credential, Depends(credential)]
+
+
+async def authenticate(ctx: Ctx, token: Token) -> Principal:
+    if token.principal is not None:
+        return token.principal
+    who = await run_in_threadpool(_tenant_key, ctx, token.token)
     if ctx.rate_limiter is not None:
         ctx.rate_limiter.check(f"key:{who.key_id}")
     return who
@@ -118,6 +132,11 @@ async def require_operator(who: Caller) -> Principal:
 
 async def require_user(who: Caller) -> Principal:
     """Tenants and the operator (not node agents)."""
+    return user_only(who)
+
+
+def user_only(who: Principal) -> Principal:
+    """:func:`require_user` for work that resolves its caller itself (a write batch)."""
     if who.role is Role.AGENT:
         raise Forbidden("node agent tokens may only push usage samples")
     return who

@@ -109,3 +109,4 @@ class Principal:
 
 OPERATOR = Principal(Role.OPERATOR)
 CONTROLLER = Principal(Role.CONTROLLER)
+AGENT = Principal(Role.AGENT)  # any node agent: they share the agent token

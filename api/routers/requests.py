@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
+from sqlmodel import Session
 
-from api.deps import Ctx, User
+from api.deps import AppContext, Ctx, Token, User, user_only
 from api.retry import RetryRoute
 from api.routers.params import Cursor, Limit
 from api.schemas.common import PROBLEM_RESPONSES, ClassName, Id, Page, TenantName
@@ -18,8 +20,10 @@ from api.schemas.requests import (
     RequestCreate,
     RequestPublic,
 )
-from scheduler.domain import RequestState
+from scheduler.domain import Principal, RequestState
+from scheduler.errors import GpupoolError
 from scheduler.services import explain, extend, requests
+from scheduler.services.requests import NewRequest, ReservationView, Submitted
 
 router = APIRouter(
     prefix="/v1", tags=["requests"], responses=PROBLEM_RESPONSES, route_class=RetryRoute
@@ -40,29 +44,18 @@ IdempotencyKey = Annotated[
     response_model=RequestPublic,
     responses={200: {"description": "A retry of an earlier submit with the same Idempotency-Key"}},
 )
-def submit(
+async def submit(
     body: RequestCreate,
     ctx: Ctx,
-    who: User,
+    token: Token,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> RequestPublic:
-    ask = body.to_domain()
-    with ctx.write() as s:
-        result = requests.submit(
-            s,
-            who,
-            ctx.clock.now(),
-            ctx.settings,
-            ask,
-            tenant=body.tenant,
-            idempotency_key=idempotency_key,
-        )
-        reservation = (
-            requests.current_reservation(s, result.row.id or 0) if result.replayed else None
-        )
-    # Built after the write: on SQLite every other writer waits while this one holds the lock.
-    out = RequestPublic.of(result.row, reservation)
+    # Written in one transaction with the submits that arrive meanwhile (api/batch.py).
+    assert ctx.writes is not None
+    ask = _Submit(ctx, body.to_domain(), body.tenant, idempotency_key)
+    result, reservation = await ctx.writes.run(token, _submit_all, ask)
+    out = RequestPublic.of(result.columns, reservation)
     response.headers["Location"] = f"/v1/requests/{out.id}"
     if result.replayed:
         response.status_code = status.HTTP_200_OK
@@ -70,6 +63,41 @@ def submit(
     else:
         ctx.replan("request submitted")
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Submit:
+    ctx: AppContext
+    ask: NewRequest
+    tenant: str | None
+    idempotency_key: str | None
+
+
+def _submit_all(
+    session: Session, items: list[tuple[Principal, _Submit]]
+) -> list[tuple[Submitted, ReservationView | None] | GpupoolError]:
+    """The submits of one write batch (all of one app), with one call of ``submit_many``."""
+    out: list[tuple[Submitted, ReservationView | None] | GpupoolError | None] = [None] * len(items)
+    submissions: list[requests.Submission] = []
+    at: list[int] = []
+    for i, (who, item) in enumerate(items):
+        try:
+            user_only(who)
+        except GpupoolError as exc:
+            out[i] = exc
+            continue
+        at.append(i)
+        submissions.append(requests.Submission(who, item.ask, item.tenant, item.idempotency_key))
+    ctx = items[0][1].ctx
+    stored = requests.submit_many(session, ctx.clock.now(), ctx.settings, submissions)
+    for i, result in zip(at, stored, strict=True):
+        if isinstance(result, GpupoolError):
+            out[i] = result
+        elif result.replayed:  # a retry: answered as the request stands now
+            out[i] = (result, requests.current_reservation(session, result.row.id or 0))
+        else:
+            out[i] = (result, None)
+    return [r for r in out if r is not None]
 
 
 @router.get("/requests", response_model=Page[RequestPublic])

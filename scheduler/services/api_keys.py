@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from scheduler.domain import Principal, Role
-from scheduler.errors import Forbidden, NotFound, Unauthorized
+from scheduler.errors import Forbidden, GpupoolError, NotFound, Unauthorized
 from scheduler.pagination import Page, decode_int_cursor, encode_cursor
 from scheduler.services import audit
 from scheduler.services.tenants import get as get_tenant
@@ -89,10 +91,37 @@ def authenticate(conn: Connection, token: str) -> Principal:
 
     Every tenant request starts here, so the lookup is one statement, built once, on a bare
     connection (see :func:`scheduler.db.read_once`)."""
+    prefix = _prefix(token)
+    found = conn.execute(_BY_PREFIX, {"prefix": prefix}).first() if prefix else None
+    return _principal(token, found)
+
+
+def authenticate_many(
+    conn: Connection, tokens: Iterable[str]
+) -> dict[str, Principal | GpupoolError]:
+    """:func:`authenticate` for several tokens in one statement: each token's principal, or
+    the error it would have raised."""
+    tokens = set(tokens)
+    prefixes = {p for p in map(_prefix, tokens) if p}
+    rows = conn.execute(_BY_PREFIXES, {"prefixes": sorted(prefixes)}).all() if prefixes else []
+    by_prefix = {row[0]: row[1:] for row in rows}
+    out: dict[str, Principal | GpupoolError] = {}
+    for token in tokens:
+        try:
+            out[token] = _principal(token, by_prefix.get(_prefix(token)))
+        except GpupoolError as exc:
+            out[token] = exc
+    return out
+
+
+def _prefix(token: str) -> str:
+    """The stored prefix of a well-formed token, else ''."""
     if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
-        raise Unauthorized("unknown API key")
-    prefix = token[len(TOKEN_PREFIX) :].split("_", 1)[0]
-    found = conn.execute(_BY_PREFIX, {"prefix": prefix}).first()
+        return ""
+    return token[len(TOKEN_PREFIX) :].split("_", 1)[0]
+
+
+def _principal(token: str, found: Sequence[Any] | None) -> Principal:
     if found is None:
         raise Unauthorized("unknown API key")
     key_id, tenant, secret_hash, revoked_at, active = found
@@ -107,8 +136,14 @@ def authenticate(conn: Connection, token: str) -> Principal:
 
 _key = ApiKeyRow.__table__  # type: ignore[attr-defined]
 _tenant = TenantRow.__table__  # type: ignore[attr-defined]
+_KEY_FACTS = (_key.c.id, _key.c.tenant, _key.c.secret_hash, _key.c.revoked_at, _tenant.c.active)
 _BY_PREFIX = (
-    select(_key.c.id, _key.c.tenant, _key.c.secret_hash, _key.c.revoked_at, _tenant.c.active)
+    select(*_KEY_FACTS)
     .join(_tenant, _tenant.c.name == _key.c.tenant)
     .where(_key.c.prefix == bindparam("prefix"))
+)
+_BY_PREFIXES = (
+    select(_key.c.prefix, *_KEY_FACTS)
+    .join(_tenant, _tenant.c.name == _key.c.tenant)
+    .where(_key.c.prefix.in_(bindparam("prefixes", expanding=True)))
 )
