@@ -8,7 +8,7 @@ statements it runs: on two cores, FastAPI's own overhead per request was 0.35 ms
 event loop, hands what it asks and the caller's unresolved credential to this process's
 batch thread; that thread takes everything queued meanwhile, looks up all of its API keys in
 one statement, writes them all in one transaction (items of one kind with one call of their
-``write_many``, which for submits means one INSERT for all: see
+``write_many``, which for submits means one INSERT for all on PostgreSQL: see
 :func:`scheduler.services.requests.submit_many`), commits once, and wakes the event loop
 once for all of them. Alone, a request is a batch of one.
 
@@ -57,7 +57,7 @@ class Credential:
     """A caller's bearer token: resolved already (operator, node agent) or a tenant's API
     key still to be looked up."""
 
-    token: str
+    token: str = field(repr=False)  # a secret: never in a log line
     principal: Principal | None = None
 
 

@@ -171,6 +171,7 @@ def test_keys_are_looked_up_once_per_batch_and_each_caller_hears_about_its_own(e
     assert [who.tenant for _, who in seen] == ["acme", "zeta", "acme"]
     assert len(lookups) == 1
     assert _classes(engine) == {"A", "Z", "A2"}
+    assert acme.token not in repr(items[0][0])  # a queued credential never shows its secret
 
 
 def test_the_rate_limit_refuses_the_items_over_it(engine):
