@@ -200,10 +200,10 @@ class WriteBatcher:
         done: list[tuple[_Item[Any, Any], Any]] = []
         with session_scope(self.engine) as session, lifecycle.buffered_events(session):
             for write_many, kind in by_kind.items():
-                results = write_many(session, [(i.who, i.payload) for i in kind])
-                if len(results) != len(kind):
-                    raise RuntimeError(f"{write_many!r} answered {len(results)} of {len(kind)}")
-                done += zip(kind, results, strict=True)
+                # strict: a write_many that answers for fewer items fails the transaction
+                done += zip(
+                    kind, write_many(session, [(i.who, i.payload) for i in kind]), strict=True
+                )
         for item, result in done:  # committed: now they may be answered
             item.outcome = (not isinstance(result, GpupoolError), result)
 
