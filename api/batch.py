@@ -9,7 +9,7 @@ event loop, hands what it asks and the caller's unresolved credential to this pr
 batch thread; that thread takes everything queued meanwhile, looks up all of its API keys in
 one statement, writes them all in one transaction (items of one kind with one call of their
 ``write_many``, which for submits means one INSERT for all on PostgreSQL: see
-:func:`scheduler.services.requests.submit_many`), commits once, and wakes the event loop
+:func:`scheduler.services.submit.submit_many`), commits once, and wakes the event loop
 once for all of them. Alone, a request is a batch of one.
 
 Every item is answered only after the commit that made it durable. A refusal (a

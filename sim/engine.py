@@ -34,7 +34,7 @@ from scheduler.cycle import PlanFn, run_cycle
 from scheduler.db import session_scope
 from scheduler.domain import Principal, Role
 from scheduler.errors import GpupoolError
-from scheduler.services import requests as request_service
+from scheduler.services import submit as submit_service
 from scheduler.tables import RequestEventRow, RequestRow
 from sim.hub import EPOCH, GPU_CLASS, Hub, build_hub
 from sim.jobs import Job, JobState, asked_duration, shape_of
@@ -246,7 +246,7 @@ class Simulation:
 
     def _submit(self, hub: Hub, job: Job) -> None:
         now = hub.clock.now()
-        ask = request_service.NewRequest(
+        ask = submit_service.NewRequest(
             gpu_class=GPU_CLASS,
             gpus=job.gpus,
             duration=timedelta(seconds=job.ask_s),
@@ -256,7 +256,7 @@ class Simulation:
         who = Principal(Role.TENANT, tenant=job.tenant)
         try:
             with session_scope(hub.engine) as s:
-                row = request_service.submit(s, who, now, hub.settings, ask).row
+                row = submit_service.submit(s, who, now, hub.settings, ask).row
                 rid = int(row.id or 0)
         except GpupoolError as exc:
             job.state = JobState.REJECTED

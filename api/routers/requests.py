@@ -23,7 +23,8 @@ from api.schemas.requests import (
 from scheduler.domain import Principal, RequestState
 from scheduler.errors import GpupoolError
 from scheduler.services import explain, extend, requests
-from scheduler.services.requests import NewRequest, ReservationView, Submitted
+from scheduler.services.requests import ReservationView
+from scheduler.services.submit import NewRequest, Submission, Submitted, submit_many
 
 router = APIRouter(
     prefix="/v1", tags=["requests"], responses=PROBLEM_RESPONSES, route_class=RetryRoute
@@ -78,7 +79,7 @@ def _submit_all(
 ) -> list[tuple[Submitted, ReservationView | None] | GpupoolError]:
     """The submits of one write batch (all of one app), with one call of ``submit_many``."""
     out: list[tuple[Submitted, ReservationView | None] | GpupoolError | None] = [None] * len(items)
-    submissions: list[requests.Submission] = []
+    submissions: list[Submission] = []
     at: list[int] = []
     for i, (who, item) in enumerate(items):
         try:
@@ -87,9 +88,9 @@ def _submit_all(
             out[i] = exc
             continue
         at.append(i)
-        submissions.append(requests.Submission(who, item.ask, item.tenant, item.idempotency_key))
+        submissions.append(Submission(who, item.ask, item.tenant, item.idempotency_key))
     ctx = items[0][1].ctx
-    stored = requests.submit_many(session, ctx.clock.now(), ctx.settings, submissions)
+    stored = submit_many(session, ctx.clock.now(), ctx.settings, submissions)
     for i, result in zip(at, stored, strict=True):
         if isinstance(result, GpupoolError):
             out[i] = result

@@ -8,7 +8,8 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from api.schemas.common import ClassName, Strict, TenantName
 from scheduler.services.explain import Explanation, QueuePosition
-from scheduler.services.requests import NewRequest, ReservationView
+from scheduler.services.requests import ReservationView
+from scheduler.services.submit import NewRequest
 from scheduler.tables import RequestEventRow, RequestRow
 
 

@@ -15,7 +15,7 @@ from scheduler.clock import SystemClock
 from scheduler.db import make_engine, session_scope
 from scheduler.domain import OPERATOR, Principal, Role
 from scheduler.services import gpu_classes, nodes, quotas, tenants
-from scheduler.services import requests as request_service
+from scheduler.services import submit as submit_service
 from scheduler.settings import Settings
 
 
@@ -34,14 +34,14 @@ def seed(url: str, requests: int) -> None:
             quotas.set_quota(s, OPERATOR, now, f"t{t}", "H100-80GB", guaranteed=64, limit=512)
         for _ in range(requests):
             gpus = rng.choice([1, 2, 4, 8, 16, 32])
-            ask = request_service.NewRequest(
+            ask = submit_service.NewRequest(
                 "H100-80GB",
                 gpus,
                 timedelta(seconds=rng.choice([1800, 3600, 4 * 3600, 24 * 3600])),
                 gpus_per_node=8 if gpus > 8 else None,
             )
             who = Principal(Role.TENANT, tenant=f"t{rng.randrange(8)}", key_id=1)
-            request_service.submit(s, who, now, Settings(), ask)
+            submit_service.submit(s, who, now, Settings(), ask)
     engine.dispose()
 
 

@@ -1,4 +1,4 @@
-"""Submits written together (``requests.submit_many``, the API's write batch): each gets its
+"""Submits written together (``services.submit.submit_many``, the API's write batch): each gets its
 own stored request or its own refusal, a refusal writes nothing, the new rows go in with one
 INSERT on PostgreSQL whatever their number, and two submits with one idempotency key in one
 batch store one request, on both databases."""
@@ -14,7 +14,7 @@ from sqlmodel import Session
 from scheduler.domain import OPERATOR, Principal, Role
 from scheduler.errors import GpupoolError, InvalidInput, InvalidState, NotFound
 from scheduler.services import gpu_classes, nodes, tenants
-from scheduler.services.requests import NewRequest, Submission, submit_many
+from scheduler.services.submit import NewRequest, Submission, submit_many
 from scheduler.settings import Settings
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
