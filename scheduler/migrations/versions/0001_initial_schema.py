@@ -8,7 +8,7 @@ Create Date: 2026-11-22 03:30:31.274855
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import scheduler.db

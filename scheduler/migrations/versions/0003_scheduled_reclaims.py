@@ -8,7 +8,7 @@ Create Date: 2026-11-22 03:53:07.246634
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import scheduler.db
