@@ -31,7 +31,7 @@ def _version_column() -> Column[int]:
     return Column("version", Integer, nullable=False, default=1, server_default="1")
 
 
-@declared_attr  # type: ignore[misc]
+@declared_attr.directive
 def _versioned(cls: Any) -> dict[str, Any]:
     return {"version_id_col": cls.__table__.c.version}
 
@@ -40,7 +40,7 @@ _VERSIONED: Any = _versioned
 
 
 class GpuClassRow(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "gpu_class"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "gpu_class"
 
     name: str = Field(primary_key=True, max_length=63)
     description: str = Field(default="", max_length=500)
@@ -49,7 +49,7 @@ class GpuClassRow(SQLModel, table=True):
 
 
 class NodeRow(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "node"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "node"
 
     name: str = Field(primary_key=True, max_length=253)
     gpu_class: str = Field(foreign_key="gpu_class.name", index=True, max_length=63)
@@ -65,7 +65,7 @@ class NodeRow(SQLModel, table=True):
 
 
 class TenantRow(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "tenant"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "tenant"
 
     name: str = Field(primary_key=True, max_length=63)
     display_name: str = Field(default="", max_length=200)
@@ -79,7 +79,7 @@ class TenantRow(SQLModel, table=True):
 
 
 class ApiKeyRow(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "api_key"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "api_key"
 
     id: int | None = Field(default=None, primary_key=True)
     tenant: str = Field(foreign_key="tenant.name", index=True, max_length=63)
@@ -92,7 +92,7 @@ class ApiKeyRow(SQLModel, table=True):
 
 
 class QuotaRow(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "quota"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "quota"
 
     tenant: str = Field(foreign_key="tenant.name", primary_key=True, max_length=63)
     gpu_class: str = Field(foreign_key="gpu_class.name", primary_key=True, max_length=63)
@@ -107,7 +107,7 @@ class QuotaRow(SQLModel, table=True):
 
 
 class RequestRow(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "request"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "request"
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key", name="uq_request_idempotency"),
         Index("ix_request_state_class", "state", "gpu_class"),
@@ -146,7 +146,7 @@ class RequestRow(SQLModel, table=True):
 
 
 class ReservationRow(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "reservation"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "reservation"
     __table_args__ = (Index("ix_reservation_state_start", "state", "start"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -174,7 +174,7 @@ class ReservationRow(SQLModel, table=True):
 class ReservationNodeRow(SQLModel, table=True):
     """GPUs of one reservation on one node. No foreign key to ``node``: history outlives nodes."""
 
-    __tablename__: ClassVar[str] = "reservation_node"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "reservation_node"
 
     reservation_id: int = Field(foreign_key="reservation.id", primary_key=True, ondelete="CASCADE")
     node: str = Field(primary_key=True, max_length=253, index=True)
@@ -184,7 +184,7 @@ class ReservationNodeRow(SQLModel, table=True):
 class RequestEventRow(SQLModel, table=True):
     """What happened to a request: state changes, ETA changes, reasons, preemptions."""
 
-    __tablename__: ClassVar[str] = "request_event"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "request_event"
 
     id: int | None = Field(default=None, primary_key=True)
     request_id: int = Field(foreign_key="request.id", index=True)
@@ -199,7 +199,7 @@ class RequestEventRow(SQLModel, table=True):
 class AuditRow(SQLModel, table=True):
     """Every operator change: who, what, the object before and after."""
 
-    __tablename__: ClassVar[str] = "audit_log"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "audit_log"
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _utc(index=True)
@@ -214,7 +214,7 @@ class AuditRow(SQLModel, table=True):
 class CycleRunRow(SQLModel, table=True):
     """One scheduling cycle: what the planner produced and how long each phase took."""
 
-    __tablename__: ClassVar[str] = "cycle_run"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "cycle_run"
 
     id: int | None = Field(default=None, primary_key=True)
     started_at: datetime = _utc(index=True)
@@ -246,7 +246,7 @@ class TenantUsageRow(SQLModel, table=True):
     ``2 ** (-(as_of - t) / half_life)``, as Slurm's fair-share decay does.
     """
 
-    __tablename__: ClassVar[str] = "tenant_usage"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "tenant_usage"
 
     tenant: str = Field(foreign_key="tenant.name", primary_key=True, max_length=63)
     decayed_gpu_s: float = 0.0
@@ -257,7 +257,7 @@ class TenantUsageRow(SQLModel, table=True):
 class BudgetTopUpRow(SQLModel, table=True):
     """GPU-hours an operator added to one budget period of a tenant's quota."""
 
-    __tablename__: ClassVar[str] = "budget_top_up"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "budget_top_up"
 
     id: int | None = Field(default=None, primary_key=True)
     tenant: str = Field(foreign_key="tenant.name", index=True, max_length=63)
@@ -273,7 +273,7 @@ class LeaderLeaseRow(SQLModel, table=True):
     """Which replica runs cycles. A replica holds the lease while it renews it before
     ``expires_at``; ``term`` grows with every change of holder and fences stale leaders."""
 
-    __tablename__: ClassVar[str] = "leader_lease"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "leader_lease"
 
     name: str = Field(primary_key=True, max_length=40)
     holder: str = Field(default="", max_length=200)
@@ -294,7 +294,7 @@ class UsageBucketRow(SQLModel, table=True):
     reservation could be charged with. All figures are GPU-seconds except ``energy_j``.
     """
 
-    __tablename__: ClassVar[str] = "usage_bucket"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "usage_bucket"
     __table_args__ = (Index("ix_usage_bucket_tenant_start", "tenant", "bucket_start"),)
 
     bucket_start: datetime = Field(sa_type=UTCDateTime, primary_key=True)
@@ -317,7 +317,7 @@ class UsageDeviceRow(SQLModel, table=True):
     weight. ``mig_key`` is the MIG GPU instance id, or -1 for a whole GPU.
     """
 
-    __tablename__: ClassVar[str] = "usage_device"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "usage_device"
 
     node: str = Field(primary_key=True, max_length=253)
     gpu_uuid: str = Field(primary_key=True, max_length=100)
@@ -342,7 +342,7 @@ class IdleTrackerRow(SQLModel, table=True):
     pass in which the reservation used a GPU there at or above the idle threshold.
     """
 
-    __tablename__: ClassVar[str] = "idle_tracker"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "idle_tracker"
 
     reservation_id: int = Field(primary_key=True)
     node: str = Field(primary_key=True, max_length=253)
@@ -354,7 +354,7 @@ class IdleTrackerRow(SQLModel, table=True):
 class IdleEpisodeRow(SQLModel, table=True):
     """A reservation flagged idle: since when, what was done, and when it ended."""
 
-    __tablename__: ClassVar[str] = "idle_episode"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "idle_episode"
 
     id: int | None = Field(default=None, primary_key=True)
     reservation_id: int = Field(index=True)
