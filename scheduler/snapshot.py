@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Protocol, cast
 
 from sqlmodel import Session, col, select
 
@@ -74,6 +75,71 @@ class Snapshot:
     contexts: dict[int, reasons.Context] = field(default_factory=dict)
 
 
+class _WaitingRow(Protocol):
+    """A waiting request's columns as ``take`` selects them: a SQLAlchemy ``Row``, read by name
+    (the stubs cannot type a row's attributes)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def gpu_class(self) -> str: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def gpus_per_node(self) -> int: ...
+    @property
+    def duration_s(self) -> int: ...
+    @property
+    def submitted_at(self) -> datetime: ...
+    @property
+    def not_before(self) -> datetime | None: ...
+    @property
+    def deadline(self) -> datetime | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def preemptible(self) -> bool: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def promised_start(self) -> datetime | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def planned_start(self) -> datetime | None: ...
+    @property
+    def planned_end(self) -> datetime | None: ...
+    @property
+    def first_planned_start(self) -> datetime | None: ...
+    @property
+    def reason_code(self) -> str | None: ...
+    @property
+    def reason_message(self) -> str | None: ...
+
+
+class _LiveRow(Protocol):
+    """A planned or open reservation's columns as ``take`` selects them (a ``Row``, as above)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def request_id(self) -> int: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def gpu_class(self) -> str: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+
+
 def _live_allocations(session: Session) -> dict[int, dict[str, int]]:
     """GPUs per node of every planned or open reservation, in one query."""
     out: dict[int, dict[str, int]] = defaultdict(dict)
@@ -99,43 +165,44 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
     quota_rows = {(q.tenant, q.gpu_class): q for q in session.exec(select(QuotaRow))}
     # Plain column rows, not ORM objects: a cycle reads every waiting request, and building
     # tens of thousands of ORM instances would dominate its time.
-    waiting = session.exec(
-        select(
-            RequestRow.id,
-            RequestRow.tenant,
-            RequestRow.gpu_class,
-            RequestRow.gpus,
-            RequestRow.gpus_per_node,
-            RequestRow.duration_s,
-            RequestRow.submitted_at,
-            RequestRow.not_before,
-            RequestRow.deadline,
-            RequestRow.priority,
-            RequestRow.preemptible,
-            RequestRow.version,
-            RequestRow.promised_start,
-            RequestRow.state,
-            RequestRow.planned_start,
-            RequestRow.planned_end,
-            RequestRow.first_planned_start,
-            RequestRow.reason_code,
-            RequestRow.reason_message,
+    # sqlmodel's select() is typed for at most four columns; at run time it takes any number.
+    waiting_stmt = (
+        select(  # type: ignore[call-overload]
+            col(RequestRow.id),
+            col(RequestRow.tenant),
+            col(RequestRow.gpu_class),
+            col(RequestRow.gpus),
+            col(RequestRow.gpus_per_node),
+            col(RequestRow.duration_s),
+            col(RequestRow.submitted_at),
+            col(RequestRow.not_before),
+            col(RequestRow.deadline),
+            col(RequestRow.priority),
+            col(RequestRow.preemptible),
+            col(RequestRow.version),
+            col(RequestRow.promised_start),
+            col(RequestRow.state),
+            col(RequestRow.planned_start),
+            col(RequestRow.planned_end),
+            col(RequestRow.first_planned_start),
+            col(RequestRow.reason_code),
+            col(RequestRow.reason_message),
         )
         .where(col(RequestRow.state).in_(_WAITING))
         .order_by(col(RequestRow.id))
-    ).all()
-    live = session.exec(
-        select(
-            ReservationRow.id,
-            ReservationRow.request_id,
-            ReservationRow.tenant,
-            ReservationRow.gpu_class,
-            ReservationRow.start,
-            ReservationRow.end,
-            ReservationRow.kind,
-            ReservationRow.state,
-        ).where(col(ReservationRow.state).in_(_LIVE))
-    ).all()
+    )
+    waiting = cast("Sequence[_WaitingRow]", session.exec(waiting_stmt).all())
+    live_stmt = select(  # type: ignore[call-overload]
+        col(ReservationRow.id),
+        col(ReservationRow.request_id),
+        col(ReservationRow.tenant),
+        col(ReservationRow.gpu_class),
+        col(ReservationRow.start),
+        col(ReservationRow.end),
+        col(ReservationRow.kind),
+        col(ReservationRow.state),
+    ).where(col(ReservationRow.state).in_(_LIVE))
+    live = cast("Sequence[_LiveRow]", session.exec(live_stmt).all())
     allocations = _live_allocations(session)
     budgets = budget.statuses(session, now, list(quota_rows.values()))
     usage = {u.tenant: u.decayed_gpu_s for u in session.exec(select(TenantUsageRow))}
@@ -234,7 +301,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
                 col(RequestRow.id).in_(active_ids[start : start + 500])
             )
         ):
-            priorities[rid] = (priority, preemptible)
+            priorities[cast(int, rid)] = (priority, preemptible)  # a stored row's id
     for res in live:
         assert res.id is not None
         alloc = solver.allocation_of(allocations.get(res.id, {}))
@@ -295,7 +362,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
 
 
 def _admissible(
-    r: Any,
+    r: _WaitingRow,
     quota: QuotaRow | None,
     gangs: dict[tuple[str, int], int],
     now: datetime,
