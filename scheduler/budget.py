@@ -74,8 +74,9 @@ def statuses(
     reservations = session.exec(
         select(ReservationRow).where(
             or_(
-                ReservationRow.state == ReservationState.ACTIVE.value,
-                (ReservationRow.state == ReservationState.ENDED.value) & (held_until > earliest),
+                col(ReservationRow.state) == ReservationState.ACTIVE.value,
+                (col(ReservationRow.state) == ReservationState.ENDED.value)
+                & (held_until > earliest),
             )
         )
     ).all()

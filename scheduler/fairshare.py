@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Protocol, cast
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from scheduler.domain import ReservationState
 from scheduler.tables import ReservationRow, TenantRow, TenantUsageRow
+
+
+class _HeldRow(Protocol):
+    """A reservation's columns as ``accrue`` selects them: a SQLAlchemy ``Row``, read by name
+    (the stubs cannot type a row's attributes)."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def ended_at(self) -> datetime | None: ...
+    @property
+    def state(self) -> str: ...
 
 
 def decay_factor(seconds: float, half_life_s: float) -> float:
@@ -37,13 +57,14 @@ def accrue(session: Session, now: datetime, half_life_s: float) -> dict[str, flo
     since = min((r.as_of for r in rows.values()), default=None)
     held_until = func.coalesce(ReservationRow.ended_at, ReservationRow.end)
     # Plain column rows: every open reservation is read each cycle, under the write lock.
-    stmt = select(
-        ReservationRow.tenant,
-        ReservationRow.gpus,
-        ReservationRow.start,
-        ReservationRow.end,
-        ReservationRow.ended_at,
-        ReservationRow.state,
+    # sqlmodel's select() is typed for at most four columns; at run time it takes any number.
+    stmt = select(  # type: ignore[call-overload]
+        col(ReservationRow.tenant),
+        col(ReservationRow.gpus),
+        col(ReservationRow.start),
+        col(ReservationRow.end),
+        col(ReservationRow.ended_at),
+        col(ReservationRow.state),
     ).where(
         col(ReservationRow.state).in_(
             [ReservationState.ACTIVE.value, ReservationState.ENDED.value]
@@ -52,12 +73,12 @@ def accrue(session: Session, now: datetime, half_life_s: float) -> dict[str, flo
     )
     if since is not None and len(rows) == len(tenants):
         stmt = stmt.where(
-            or_(ReservationRow.state == ReservationState.ACTIVE.value, held_until > since)
+            or_(col(ReservationRow.state) == ReservationState.ACTIVE.value, held_until > since)
         )
     added: dict[str, float] = defaultdict(float)
     raw: dict[str, float] = defaultdict(float)
     t_now = now.timestamp()
-    for r in session.exec(stmt):
+    for r in cast("Iterable[_HeldRow]", session.exec(stmt)):
         usage = rows.get(r.tenant)
         a = r.start.timestamp()
         end = r.end if r.state == ReservationState.ACTIVE.value else min(r.ended_at or r.end, r.end)

@@ -139,7 +139,8 @@ def buffered_events(session: Session) -> Iterator[None]:
     if _BUFFER in session.info:
         yield
         return
-    session.info[_BUFFER] = buffer = []
+    buffer: list[dict[str, Any]] = []
+    session.info[_BUFFER] = buffer
     try:
         yield
         if buffer:
@@ -161,7 +162,7 @@ def record_event(
     to_state: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> None:
-    values = {
+    values: dict[str, Any] = {
         "request_id": request_id,
         "at": at,
         "kind": kind,
