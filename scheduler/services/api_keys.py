@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
@@ -138,12 +139,12 @@ _key = ApiKeyRow.__table__  # type: ignore[attr-defined]
 _tenant = TenantRow.__table__  # type: ignore[attr-defined]
 _KEY_FACTS = (_key.c.id, _key.c.tenant, _key.c.secret_hash, _key.c.revoked_at, _tenant.c.active)
 _BY_PREFIX = (
-    select(*_KEY_FACTS)
+    sa_select(*_KEY_FACTS)
     .join(_tenant, _tenant.c.name == _key.c.tenant)
     .where(_key.c.prefix == bindparam("prefix"))
 )
 _BY_PREFIXES = (
-    select(_key.c.prefix, *_KEY_FACTS)
+    sa_select(_key.c.prefix, *_KEY_FACTS)
     .join(_tenant, _tenant.c.name == _key.c.tenant)
     .where(_key.c.prefix.in_(bindparam("prefixes", expanding=True)))
 )

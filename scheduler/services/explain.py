@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, or_
+from sqlalchemy import ColumnElement, and_, case, func, or_
 from sqlmodel import Session, col, select
 
 from scheduler import budget
@@ -63,6 +63,7 @@ def queue_position(session: Session, req: RequestRow) -> QueuePosition | None:
         return None
     waiting = col(RequestRow.state).in_([s.value for s in WAITING_STATES])
     planned = col(RequestRow.planned_start).is_not(None)
+    ahead: ColumnElement[bool]
     if req.planned_start is not None:
         ahead = planned & or_(
             col(RequestRow.planned_start) < req.planned_start,
@@ -83,8 +84,8 @@ def queue_position(session: Session, req: RequestRow) -> QueuePosition | None:
                 ),
             ),
         )
-    in_class = RequestRow.gpu_class == req.gpu_class
-    own = RequestRow.tenant == req.tenant
+    in_class = col(RequestRow.gpu_class) == req.gpu_class
+    own = col(RequestRow.tenant) == req.tenant
     row = session.exec(
         select(
             func.count(),

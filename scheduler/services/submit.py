@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
@@ -320,12 +321,12 @@ _tenant = TenantRow.__table__  # type: ignore[attr-defined]
 #: whatever the classes), joined to each named GPU class that exists and its largest node
 #: (NULL when it has none).
 _FACTS = (
-    select(
+    sa_select(
         _tenant.c.name,
         _tenant.c.active,
         _tenant.c.priority,
         _gpu_class.c.name,
-        select(func.max(_node.c.gpus))
+        sa_select(func.max(_node.c.gpus))
         .where(_node.c.gpu_class == _gpu_class.c.name)
         .scalar_subquery()
         .label("largest"),
