@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from k8s.apisim import rules
 from k8s.apisim.errors import (
@@ -40,6 +40,12 @@ Obj = dict[str, Any]
 
 
 _ATOMS = (str, int, float, bool, type(None))
+
+
+@overload
+def clone(obj: Obj) -> Obj: ...
+@overload
+def clone(obj: Any) -> Any: ...
 
 
 def clone(obj: Any) -> Any:
