@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
 from sqlmodel import col, select
 
@@ -306,7 +307,11 @@ class Simulation:
     def _track(self, hub: Hub, t: int) -> int:
         """Find jobs whose pods started and running jobs that lost their reservation."""
         with session_scope(hub.engine, write=False) as s:
-            active = set(s.exec(select(RequestRow.id).where(RequestRow.state == "active")).all())
+            # Stored rows' ids: never None, whatever RequestRow.id's type says.
+            active = cast(
+                "set[int]",
+                set(s.exec(select(RequestRow.id).where(RequestRow.state == "active")).all()),
+            )
             lost = [rid for rid in self.running if rid not in active]
             states = (
                 dict(
@@ -321,15 +326,18 @@ class Simulation:
                 j.request_id for j in self.by_request.values() if j.state is JobState.WAITING
             ]
             refused = (
-                dict(
-                    s.exec(
-                        select(RequestRow.id, RequestRow.state).where(
-                            col(RequestRow.state).in_(
-                                ["rejected", "cancelled", "failed", "expired"]
-                            ),
-                            col(RequestRow.id).in_(waiting),
-                        )
-                    ).all()
+                cast(
+                    "dict[int, str]",
+                    dict(
+                        s.exec(
+                            select(RequestRow.id, RequestRow.state).where(
+                                col(RequestRow.state).in_(
+                                    ["rejected", "cancelled", "failed", "expired"]
+                                ),
+                                col(RequestRow.id).in_(waiting),
+                            )
+                        ).all()
+                    ),
                 )
                 if waiting
                 else {}
@@ -351,17 +359,17 @@ class Simulation:
                 self.ended += 1
         unstarted = 0
         for rid in active:
-            job = self.by_request.get(rid)
-            if job is None or job.state is not JobState.WAITING:
+            found = self.by_request.get(rid)
+            if found is None or found.state is not JobState.WAITING:
                 continue
-            start = self._pods_started(hub, job)
+            start = self._pods_started(hub, found)
             if start is None:
                 unstarted += 1
                 continue
-            job.state = JobState.RUNNING
-            job.started_at = start
-            self.running[rid] = job
-            heapq.heappush(self.finishes, (start + job.run_s, job.index))
+            found.state = JobState.RUNNING
+            found.started_at = start
+            self.running[rid] = found
+            heapq.heappush(self.finishes, (start + found.run_s, found.index))
         for rid, state in refused.items():
             job = self.by_request[rid]
             job.state = JobState.REJECTED
@@ -400,7 +408,7 @@ class Simulation:
             )
         out: dict[int, int] = {}
         for rid, first in rows:
-            job = self.by_request.get(rid)
+            job = self.by_request.get(cast(int, rid))  # a stored row's id
             if job is not None and first is not None:
                 out[job.index] = to_epoch(first) - to_epoch(EPOCH)
         return out
