@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -141,6 +141,7 @@ def start_controller(ctx: AppContext) -> Any:
     from k8s.embedded import mirror_static_nodes
     from k8s.factory import build_controller
     from k8s.settings import settings_from_env
+    from k8s.simulated import SimulatedCluster
 
     s = ctx.settings
     real = s.kubeconfig is not None or s.in_cluster
@@ -153,15 +154,16 @@ def start_controller(ctx: AppContext) -> Any:
         clock=ctx.clock.now,
         settings=settings_from_env(dict(os.environ)),
     )
+    # Without a Kubernetes cluster, build_controller drives a SimulatedCluster.
     if not real:
         try:
-            mirror_static_nodes(controller.cluster, ctx.engine)
+            mirror_static_nodes(cast(SimulatedCluster, controller.cluster), ctx.engine)
         except Exception:  # the database may be down at start; every cycle mirrors again
             log.warning("could not read the inventory yet; the simulated cluster starts empty")
 
     def after_cycle(result: object) -> None:
         if not real:
-            mirror_static_nodes(controller.cluster, ctx.engine)
+            mirror_static_nodes(cast(SimulatedCluster, controller.cluster), ctx.engine)
         controller.wake()
 
     if ctx.runner is not None:

@@ -27,7 +27,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -200,9 +200,12 @@ class WriteBatcher:
         done: list[tuple[_Item[Any, Any], Any]] = []
         with session_scope(self.engine) as session, lifecycle.buffered_events(session):
             for write_many, kind in by_kind.items():
-                # strict: a write_many that answers for fewer items fails the transaction
+                # strict: a write_many that answers for fewer items fails the transaction;
+                # every item's who was set by _callers()
                 done += zip(
-                    kind, write_many(session, [(i.who, i.payload) for i in kind]), strict=True
+                    kind,
+                    write_many(session, [(cast(Principal, i.who), i.payload) for i in kind]),
+                    strict=True,
                 )
         for item, result in done:  # committed: now they may be answered
             item.outcome = (not isinstance(result, GpupoolError), result)

@@ -75,7 +75,9 @@ def check_database(url: str, result: LoadResult) -> dict[str, Any]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            stored = dict(conn.execute(text("SELECT id, tenant FROM request")).all())
+            stored: dict[int, str] = dict(
+                conn.execute(text("SELECT id, tenant FROM request")).all()
+            )
             names = conn.execute(
                 text(
                     "SELECT tenant, name, count(*) FROM request "

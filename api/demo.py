@@ -43,7 +43,7 @@ POOL = {
     "H100-80GB": ["h100-node-1", "h100-node-2", "h100-node-3", "h100-node-4"],
     "A100-40GB": ["a100-node-1", "a100-node-2"],
 }
-TENANTS = {
+TENANTS: dict[str, tuple[str, float, dict[str, tuple[int, int, float | None]]]] = {
     # name: (display name, weight, {class: (guaranteed, limit, budget GPU-hours/day)})
     "acme-ai": ("Acme AI", 2.0, {"H100-80GB": (16, 32, None)}),
     "blue-llama": ("Blue Llama", 1.0, {"H100-80GB": (8, 24, None), "A100-40GB": (8, 16, None)}),
@@ -89,7 +89,7 @@ def _setup(op: Client) -> dict[str, str]:
         op.post("/v1/gpu-classes", {"name": cls, "memory_gib": 80 if "80" in cls else 40})
         for node in nodes:
             op.post("/v1/nodes", {"name": node, "gpu_class": cls, "gpus": 8})
-    keys = {}
+    keys: dict[str, str] = {}
     for name, (display, weight, quotas) in TENANTS.items():
         op.post("/v1/tenants", {"name": name, "display_name": display, "weight": weight})
         for cls, (g, limit, budget) in quotas.items():
@@ -113,7 +113,7 @@ def run_demo(*, port: int, database: str, keep_serving: bool, speed: float) -> i
             Path(database + suffix).unlink()
     settings = Settings(
         database_url=f"sqlite:///{database}",
-        operator_token=OPERATOR_TOKEN,  # type: ignore[arg-type]
+        operator_token=OPERATOR_TOKEN,
         dev_mode=True,
         port=port,
         cycle_interval_s=2.0,
@@ -178,23 +178,23 @@ def run_demo(*, port: int, database: str, keep_serving: bool, speed: float) -> i
                 print(f"{_now()}  {job.tenant:<12} submit {job.name} refused: {exc}")
         for r in op.all_pages("/v1/requests"):
             rid = r["id"]
-            job = jobs.get(rid)
-            if job is None:
+            tracked = jobs.get(rid)
+            if tracked is None:
                 continue
             key = (r["state"], r["planned_start"], (r["reason"] or {}).get("code"))
             if seen.get(rid) != key:
                 seen[rid] = key
-                _show(r, job)
+                _show(r, tracked)
             reason_code = (r["reason"] or {}).get("code")
             if r["state"] == "pending" and reason_code == "budget_exhausted":
                 waited = time.monotonic() - stuck.setdefault(rid, time.monotonic())
                 if waited > 8 * speed:
                     print(
-                        f"{_now()}  {r['tenant']:<12} #{rid:<3} gives up on {job.name}: "
+                        f"{_now()}  {r['tenant']:<12} #{rid:<3} gives up on {tracked.name}: "
                         "out of budget"
                     )
                     with contextlib.suppress(ApiError):
-                        clients[job.tenant].post(f"/v1/requests/{rid}/cancel")
+                        clients[tracked.tenant].post(f"/v1/requests/{rid}/cancel")
         terminal = {"completed", "expired", "cancelled", "rejected", "failed", "preempted"}
         if not pending and jobs and all(seen.get(i, ("",))[0] in terminal for i in jobs):
             break
@@ -207,8 +207,8 @@ def run_demo(*, port: int, database: str, keep_serving: bool, speed: float) -> i
     if keep_serving:
         print(f"\nThe server keeps running: open {base}/docs")
         print(f"  operator token: {OPERATOR_TOKEN}")
-        for name, key in keys.items():
-            print(f"  {name} API key: {key}")
+        for name, token in keys.items():
+            print(f"  {name} API key: {token}")
         print("Press Ctrl-C to stop.")
         try:
             while thread.is_alive():

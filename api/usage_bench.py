@@ -178,7 +178,7 @@ def run_bench(gpus: int, minutes: int, interval: float, database_url: str | None
         url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         engine = make_engine(url)
         migrate.upgrade(engine)
-        settings = Settings(database_url=url, operator_token=TOKEN)  # type: ignore[arg-type, call-arg]
+        settings = Settings(database_url=url, operator_token=TOKEN)
         clock = ManualClock(START)
         app = create_app(settings, engine=engine, clock=clock, run_cycles=False, upgrade_db=False)
         with TestClient(app) as c:
