@@ -22,9 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## lint: ruff and the package layering check
+## lint: ruff, mypy (strict) and the package layering check
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy api scheduler solver k8s metrics sim
 	$(BIN)/python tests/test_layering.py
 
 clean:
