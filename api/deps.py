@@ -22,6 +22,7 @@ from scheduler.errors import Forbidden, Unauthorized
 from scheduler.leader import LeaderLease
 from scheduler.runner import CycleRunner
 from scheduler.services import api_keys
+from scheduler.services.queue_order import QueueOrders
 from scheduler.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ class AppContext:
     #: This replica's leader lease (its runner's, or its scheduler child's identity).
     lease: LeaderLease | None = None
     extras: dict[str, object] = field(default_factory=dict)
+    #: The waiting queues polls count positions against (see services/queue_order.py).
+    queues: QueueOrders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queues = QueueOrders(self.settings.queue_position_max_age_s)
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         description="Threads of a server process that run request handlers (database work). "
         "More let more requests wait on locks at once; fewer cost less switching.",
     )
+    queue_position_max_age_s: float = Field(
+        2.0,
+        ge=0,
+        description="Polls count a request's queue position against one read of its GPU "
+        "class's waiting requests, read again once this old (s); 0: count in the database on "
+        "every poll, which reads every waiting request of the class.",
+    )
     page_size_max: int = Field(500, ge=1)
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")
     rate_limit_per_s: float = Field(

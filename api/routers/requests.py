@@ -127,7 +127,7 @@ def get_request(request_id: Id, ctx: Ctx, who: User) -> RequestPublic:
     with ctx.read() as s:
         row = requests.get_visible(s, who, request_id)
         return RequestPublic.of(
-            row, requests.current_reservation(s, request_id), explain.queue_position(s, row)
+            row, requests.current_reservation(s, request_id), ctx.queues.position(s, row)
         )
 
 
