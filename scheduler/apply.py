@@ -63,8 +63,8 @@ class ReservationWriter:
     def __init__(self, session: Session, now: datetime) -> None:
         self._session = session
         self._now = now
-        self._new: list[tuple[RequestRef, solver.Assignment, ReservationState]] = []
-        self._moved: list[tuple[int, solver.Assignment, ReservationState]] = []
+        self._new: list[tuple[RequestRef, solver.Assignment, ReservationState, datetime]] = []
+        self._moved: list[tuple[int, solver.Assignment, ReservationState, datetime]] = []
 
     def put(
         self,
@@ -72,11 +72,21 @@ class ReservationWriter:
         a: solver.Assignment,
         state: ReservationState,
         existing_id: int | None,
+        *,
+        opens: bool = False,
     ) -> None:
+        """``opens``: this write opens the reservation, which then starts no earlier than the
+        apply's ``now``. The plan starts it at the snapshot's time (rounded up to the second),
+        which can be earlier than the end recorded by a cancel or completion that committed
+        before the snapshot read its nodes: without the floor the two windows would overlap
+        on record by up to a second, although the GPUs were free when it opened."""
+        start = from_epoch(a.start)
+        if opens:
+            start = max(start, self._now)
         if existing_id is None:
-            self._new.append((req, a, state))
+            self._new.append((req, a, state, start))
         else:
-            self._moved.append((existing_id, a, state))
+            self._moved.append((existing_id, a, state, start))
 
     def flush(self) -> None:
         res, nodes = ReservationRow.__table__, ReservationNodeRow.__table__  # type: ignore[attr-defined]
@@ -96,23 +106,23 @@ class ReservationWriter:
                 [
                     {
                         "b_id": rid,
-                        "b_start": from_epoch(a.start),
+                        "b_start": start,
                         "b_end": from_epoch(a.end),
                         "b_kind": a.kind.value,
                         "b_state": state.value,
                         "b_now": self._now,
                     }
-                    for rid, a, state in self._moved
+                    for rid, a, state, start in self._moved
                 ],
             )
-            ids = [rid for rid, _, _ in self._moved]
+            ids = [rid for rid, *_ in self._moved]
             for i in range(0, len(ids), 500):
                 self._session.execute(
                     sql_delete(nodes).where(nodes.c.reservation_id.in_(ids[i : i + 500]))
                 )
             node_rows += [
                 {"reservation_id": rid, "node": n, "gpus": g}
-                for rid, a, _ in self._moved
+                for rid, a, *_ in self._moved
                 for n, g in a.allocation
             ]
         if self._new:
@@ -126,7 +136,7 @@ class ReservationWriter:
                         "tenant": req.tenant,
                         "gpu_class": req.gpu_class,
                         "gpus": req.gpus,
-                        "start": from_epoch(a.start),
+                        "start": start,
                         "end": from_epoch(a.end),
                         "kind": a.kind.value,
                         "state": state.value,
@@ -134,11 +144,11 @@ class ReservationWriter:
                         "updated_at": self._now,
                         "version": 1,
                     }
-                    for req, a, state in self._new
+                    for req, a, state, start in self._new
                 ],
             )
             new_ids = {request_id: rid for request_id, rid in created}
-            for req, a, _ in self._new:
+            for req, a, *_ in self._new:
                 node_rows += [
                     {"reservation_id": new_ids[req.id], "node": n, "gpus": g}
                     for n, g in a.allocation
@@ -195,7 +205,8 @@ def apply_plan(session: Session, prepared: Prepared) -> Applied:
             out.stale += 1  # changed since the snapshot (a cancel, say): the next cycle sees it
             continue
         if it.reservation is not None and it.assignment is not None:
-            writer.put(it.ref, it.assignment, it.reservation, it.existing)
+            opens = it.outcome is Outcome.ACTIVATE
+            writer.put(it.ref, it.assignment, it.reservation, it.existing, opens=opens)
         if it.outcome in (Outcome.WAIT, Outcome.REJECT) and it.existing is not None:
             dropped.append(it.existing)
         if it.outcome is Outcome.ACTIVATE:
