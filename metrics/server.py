@@ -27,7 +27,7 @@ from scheduler import budget
 from scheduler.clock import Clock
 from scheduler.cycle import CycleResult
 from scheduler.db import session_scope
-from scheduler.domain import WAITING_STATES, ReservationState
+from scheduler.domain import WAITING_VALUES, ReservationState
 from scheduler.services.usage import IngestResult
 from scheduler.settings import Settings
 from scheduler.tables import (
@@ -166,7 +166,6 @@ class StateCollector(Collector):
 
     @staticmethod
     def _requests(s: Session, f: dict[str, Family], now: datetime) -> None:
-        waiting = {st.value for st in WAITING_STATES}
         pending: dict[tuple[str, str], int] = defaultdict(int)
         for tenant, cls, state, n in s.exec(
             select(
@@ -174,7 +173,7 @@ class StateCollector(Collector):
             ).group_by(RequestRow.tenant, RequestRow.gpu_class, RequestRow.state)
         ).all():
             f["gpupool_requests"].add_metric([tenant, cls, state], n)
-            if state in waiting:
+            if state in WAITING_VALUES:
                 pending[(tenant, cls)] += n
         for key, n in sorted(pending.items()):
             f["gpupool_pending_workloads"].add_metric(list(key), n)
@@ -185,7 +184,7 @@ class StateCollector(Collector):
                 func.sum(RequestRow.gpus),
                 func.min(RequestRow.submitted_at),
             )
-            .where(col(RequestRow.state).in_(sorted(waiting)))
+            .where(col(RequestRow.state).in_(WAITING_VALUES))
             .group_by(RequestRow.tenant, RequestRow.gpu_class)
         ).all():
             f["gpupool_pending_gpus"].add_metric([tenant, cls], gpus or 0)

@@ -19,6 +19,8 @@ class RequestState(StrEnum):
 
 
 WAITING_STATES = frozenset({RequestState.PENDING, RequestState.PLANNED})
+#: Their stored values (for membership tests and SQL ``IN``).
+WAITING_VALUES = tuple(sorted(s.value for s in WAITING_STATES))
 TERMINAL_STATES = frozenset(
     {
         RequestState.COMPLETED,

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 import solver
 from scheduler import budget, reasons
 from scheduler.clock import to_epoch, to_epoch_ceil
-from scheduler.domain import WAITING_STATES, ReservationState
+from scheduler.domain import WAITING_VALUES, ReservationState
 from scheduler.settings import Settings
 from scheduler.tables import (
     NodeRow,
@@ -154,7 +154,6 @@ def _live_allocations(session: Session) -> dict[int, dict[str, int]]:
 
 
 _LIVE = [ReservationState.PLANNED.value, ReservationState.ACTIVE.value]
-_WAITING = [s.value for s in WAITING_STATES]
 
 
 def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
@@ -188,7 +187,7 @@ def take(session: Session, now: datetime, settings: Settings) -> Snapshot:
             col(RequestRow.reason_code),
             col(RequestRow.reason_message),
         )
-        .where(col(RequestRow.state).in_(_WAITING))
+        .where(col(RequestRow.state).in_(WAITING_VALUES))
         .order_by(col(RequestRow.id))
     )
     waiting = cast("Sequence[_WaitingRow]", session.exec(waiting_stmt).all())

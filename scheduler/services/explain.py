@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, and_, case, func, or_
 from sqlmodel import Session, col, select
 
 from scheduler import budget
-from scheduler.domain import WAITING_STATES, Principal, RequestState, ReservationState
+from scheduler.domain import WAITING_VALUES, Principal, RequestState, ReservationState
 from scheduler.services.requests import current_reservation, get_visible
 from scheduler.settings import Settings
 from scheduler.tables import NodeRow, QuotaRow, RequestRow, ReservationNodeRow, ReservationRow
@@ -59,9 +59,9 @@ class Explanation:
 def queue_position(session: Session, req: RequestRow) -> QueuePosition | None:
     """Place among waiting requests of the class: planned ones by start, then pending ones by
     priority and age. Counted in the database (a poll must not read the whole queue)."""
-    if req.state not in {s.value for s in WAITING_STATES}:
+    if req.state not in WAITING_VALUES:
         return None
-    waiting = col(RequestRow.state).in_([s.value for s in WAITING_STATES])
+    waiting = col(RequestRow.state).in_(WAITING_VALUES)
     planned = col(RequestRow.planned_start).is_not(None)
     ahead: ColumnElement[bool]
     if req.planned_start is not None:
@@ -149,7 +149,7 @@ def explain(
         bindings=[],
         queue=queue_position(session, req),
     )
-    if req.state not in {s.value for s in WAITING_STATES}:
+    if req.state not in WAITING_VALUES:
         return out
     if req.not_before is not None and req.not_before > now:
         out.bindings.append(

@@ -23,11 +23,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from scheduler.domain import WAITING_STATES
+from scheduler.domain import WAITING_VALUES
 from scheduler.services.explain import QueuePosition, queue_position
 from scheduler.tables import RequestRow
-
-_WAITING = {s.value for s in WAITING_STATES}
 
 #: A waiting request's place in the order, as ``queue_position`` counts it: planned ones
 #: first, by start (then id); the rest by priority (highest first), then age (then id).
@@ -44,7 +42,6 @@ def _key(planned_start: datetime | None, priority: int, submitted_at: datetime, 
 class QueueOrder:
     """The waiting requests of one GPU class, in queue order (overall and per tenant)."""
 
-    gpu_class: str
     #: The keys of all of them, and of each tenant's, sorted.
     everyone: list[Key]
     by_tenant: dict[str, list[Key]]
@@ -62,7 +59,10 @@ class QueueOrder:
                     col(RequestRow.planned_start),
                     col(RequestRow.priority),
                     col(RequestRow.submitted_at),
-                ).where(col(RequestRow.gpu_class) == gpu_class, col(RequestRow.state).in_(_WAITING))
+                ).where(
+                    col(RequestRow.gpu_class) == gpu_class,
+                    col(RequestRow.state).in_(WAITING_VALUES),
+                )
             )
             .all()
         )
@@ -75,12 +75,12 @@ class QueueOrder:
             by_tenant.setdefault(tenant, []).append(key)
         for keys in by_tenant.values():
             keys.sort()
-        return cls(gpu_class, sorted(key for _, key in entries.values()), by_tenant, entries)
+        return cls(sorted(key for _, key in entries.values()), by_tenant, entries)
 
     def position(self, req: RequestRow) -> QueuePosition | None:
         """``req``'s place as it stands now among the others as they were read; None unless it
         waits. The same figures as ``explain.queue_position`` when nothing changed since."""
-        if req.state not in _WAITING:
+        if req.state not in WAITING_VALUES:
             return None
         rid = int(req.id or 0)
         key = _key(req.planned_start, req.priority, req.submitted_at, rid)
@@ -130,7 +130,7 @@ class QueueOrders:
         self.counts = 0
 
     def position(self, session: Session, req: RequestRow) -> QueuePosition | None:
-        if req.state not in _WAITING:
+        if req.state not in WAITING_VALUES:
             return None
         order = self._order(session, req.gpu_class) if self.max_age_s > 0 else None
         if order is not None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from scheduler import lifecycle
-from scheduler.domain import WAITING_STATES, Principal, RequestState
+from scheduler.domain import WAITING_VALUES, Principal, RequestState
 from scheduler.pagination import Page
 from scheduler.services import audit
 from scheduler.services.common import get_or_404, insert_unique, page_by_name
@@ -87,7 +87,7 @@ def _cancel_waiting(session: Session, tenant: str, now: datetime) -> None:
     waiting = session.exec(
         select(RequestRow).where(
             RequestRow.tenant == tenant,
-            col(RequestRow.state).in_([s.value for s in WAITING_STATES]),
+            col(RequestRow.state).in_(WAITING_VALUES),
         )
     ).all()
     from scheduler.services.requests import drop_planned_reservation
